@@ -209,7 +209,11 @@ impl AudioReader {
             .format(
                 &hint,
                 mss,
-                &FormatOptions::default(),
+                // Gapless: trim encoder delay and padding (MP3 LAME tags...), so times hold.
+                &FormatOptions {
+                    enable_gapless: true,
+                    ..Default::default()
+                },
                 &MetadataOptions::default(),
             )
             .map_err(|e| match e {

@@ -261,7 +261,10 @@ mod tests {
         for from in [11_025, 44_100, 48_000, 44_101] {
             let y = resample_all(from, &sine(from, 440.0, from as usize * 2), 4096);
             let rms = (y[4000..28000].iter().map(|v| v * v).sum::<f32>() / 24000.0).sqrt();
-            assert!((rms - 0.7071).abs() < 0.01, "from {from} Hz: rms {rms}");
+            assert!(
+                (rms - std::f32::consts::FRAC_1_SQRT_2).abs() < 0.01,
+                "from {from} Hz: rms {rms}"
+            );
         }
     }
 

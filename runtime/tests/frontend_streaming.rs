@@ -18,6 +18,19 @@ fn stream(signal: &[f32], chunk: usize) -> (Vec<f32>, Vec<u64>, u64) {
     (frames, indices, fe.nonfinite_samples())
 }
 
+/// Bit-identical frames, reported by the first differing value rather than a full dump.
+fn assert_same(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a.to_bits() != b.to_bits());
+    assert_eq!(
+        first, None,
+        "{what}: first differing value (frame = index / 64)"
+    );
+}
+
 #[test]
 fn chunked_streaming_equals_the_whole_signal_computation() {
     // 3.3 s: not a whole number of hops, so the tail must wait for more samples.
@@ -36,11 +49,7 @@ fn chunked_streaming_equals_the_whole_signal_computation() {
             "chunk {chunk}: frame indices are not 0, 1, 2, ..."
         );
         // Bit-identical, not merely close.
-        let first_diff = streamed
-            .iter()
-            .zip(&whole)
-            .position(|(a, b)| a.to_bits() != b.to_bits());
-        assert_eq!(first_diff, None, "chunk {chunk}: first differing value");
+        assert_same(&streamed, &whole, &format!("chunk {chunk}"));
     }
 }
 
@@ -55,7 +64,7 @@ fn reset_starts_a_new_stream() {
     for c in signal.chunks(333) {
         fe.push(c, |_, f| again.extend_from_slice(f));
     }
-    assert_eq!(first, again);
+    assert_same(&first, &again, "after reset");
 }
 
 #[test]
@@ -76,11 +85,15 @@ fn nan_and_infinite_samples_are_replaced_and_counted() {
     assert_eq!(count, bad.len() as u64);
     assert!(frames.iter().all(|v| v.is_finite()), "a non-finite feature");
     let (expected, _, _) = stream(&zeroed, 500);
-    assert_eq!(frames, expected, "non-finite samples must act as zeros");
+    assert_same(&frames, &expected, "streamed, non-finite samples as zeros");
     let mut fe = Frontend::new(FrontendConfig::default()).unwrap();
     let (whole, n) = fe.compute(&dirty);
     assert_eq!(n, bad.len() as u64);
-    assert_eq!(whole, expected);
+    assert_same(
+        &whole,
+        &expected,
+        "whole signal, non-finite samples as zeros",
+    );
 }
 
 #[test]

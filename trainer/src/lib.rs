@@ -1,1 +1,4 @@
+//! hark-trainer: the host-side trainer. Features come from the runtime's own audio module and
+//! frontend (`hark::audio`, `hark::frontend`): there is no second implementation here.
 
+pub mod features;

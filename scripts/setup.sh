@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and testing hark needs on a Debian/Ubuntu machine, skipping whatever
+# is already there: pkg-config and the ALSA headers (cpal), a C compiler, python3 with numpy
+# (the frontend's reference check). Rust itself comes from rustup (https://rustup.rs).
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found: install Rust with rustup (https://rustup.rs), then rerun" >&2
+    exit 1
+fi
+
+need_apt=()
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+pkg-config --exists alsa 2>/dev/null || need_apt+=(libasound2-dev)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "setup: please install: ${need_apt[*]} (no apt-get on this machine)" >&2
+        exit 1
+    fi
+    echo "setup: installing ${need_apt[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import numpy' 2>/dev/null; then
+    echo "setup: installing numpy" >&2
+    python3 -m pip install --quiet numpy 2>/dev/null \
+        || { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-numpy >/dev/null; }
+fi
