@@ -1,4 +1,5 @@
 //! hark-trainer: the host-side trainer. Features come from the runtime's own audio module and
 //! frontend (`hark::audio`, `hark::frontend`): there is no second implementation here.
 
+pub mod backend;
 pub mod features;
