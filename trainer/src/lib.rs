@@ -3,4 +3,5 @@
 
 pub mod backend;
 pub mod features;
+pub mod kmeans;
 pub mod model;
