@@ -4,4 +4,5 @@
 pub mod backend;
 pub mod features;
 pub mod kmeans;
+pub mod loss;
 pub mod model;
