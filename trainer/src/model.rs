@@ -4,9 +4,9 @@
 //! # The LSTM, exactly
 //!
 //! The LSTM is written here ([`LstmLayer`]) rather than taken from `burn::nn::Lstm`, so that
-//! one hop can be stepped with the state carried across calls, the input projection of a
-//! whole sequence is one matrix product, and the weights already sit in the layout of the
-//! ONNX `LSTM` operator that the exported model uses.
+//! one hop can be stepped with the state carried across calls, each frame costs two matrix
+//! products (input and recurrent, all four gates at once) instead of eight, and the weights
+//! already sit in the layout of the ONNX `LSTM` operator that the exported model uses.
 //!
 //! For one layer with input size `D` and hidden size `H`, at frame `t`, with `x_t` of shape
 //! `[batch, D]` and `h_{t-1}`, `c_{t-1}` of shape `[batch, H]` (zeros at the start):
@@ -105,28 +105,25 @@ impl LstmLayerConfig {
 }
 
 impl<B: Backend> LstmLayer<B> {
-    /// Runs the layer over a sequence from the state `(h0, c0)`.
+    /// Runs the layer over a sequence given frame by frame, from the state `(h0, c0)`.
     ///
-    /// Shapes: `x: [batch, time, D]`, `h0`, `c0: [batch, H]`; returns the hidden states of
-    /// every frame `[batch, time, H]` and the final `(h, c)`, each `[batch, H]`.
-    pub fn forward(
+    /// Shapes: each `x_t: [batch, D]`, `h0`, `c0: [batch, H]`; returns the hidden state of
+    /// every frame (each `[batch, H]`) and the final `(h, c)`.
+    ///
+    /// The sequence is a list of frames rather than a `[batch, time, D]` tensor on purpose:
+    /// slicing frame `t` out of a tensor that needs a gradient costs a full-size zero tensor
+    /// in the backward pass (burn's slice backward), i.e. O(time²) for a sequence.
+    pub fn forward_frames(
         &self,
-        x: Tensor<B, 3>,
+        xs: Vec<Tensor<B, 2>>,
         h0: Tensor<B, 2>,
         c0: Tensor<B, 2>,
-    ) -> (Tensor<B, 3>, Tensor<B, 2>, Tensor<B, 2>) {
-        let [batch, time, _] = x.dims();
+    ) -> (Vec<Tensor<B, 2>>, Tensor<B, 2>, Tensor<B, 2>) {
         let hd = self.d_hidden;
-        // The input part of every frame at once: [batch, time, 4H].
-        let xw = self.input.forward(x);
         let (mut h, mut c) = (h0, c0);
-        let mut outputs = Vec::with_capacity(time);
-        for t in 0..time {
-            let g = xw
-                .clone()
-                .narrow(1, t, 1)
-                .reshape([batch, 4 * hd])
-                .add(self.recurrent.forward(h));
+        let mut outputs = Vec::with_capacity(xs.len());
+        for x in xs {
+            let g = self.input.forward(x) + self.recurrent.forward(h);
             // i, o, f share the sigmoid; the candidate gets tanh.
             let sig = sigmoid(g.clone().narrow(1, 0, 3 * hd));
             let i = sig.clone().narrow(1, 0, hd);
@@ -137,7 +134,20 @@ impl<B: Backend> LstmLayer<B> {
             h = o * c.clone().tanh();
             outputs.push(h.clone());
         }
-        (Tensor::stack(outputs, 1), h, c)
+        (outputs, h, c)
+    }
+
+    /// Runs the layer over `x: [batch, time, D]` from the state `(h0, c0)` (`[batch, H]`
+    /// each); returns the hidden states of every frame `[batch, time, H]` and the final
+    /// `(h, c)`.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        h0: Tensor<B, 2>,
+        c0: Tensor<B, 2>,
+    ) -> (Tensor<B, 3>, Tensor<B, 2>, Tensor<B, 2>) {
+        let (hs, h, c) = self.forward_frames(split_frames(x), h0, c0);
+        (Tensor::stack(hs, 1), h, c)
     }
 
     /// The weights in ONNX `LSTM` layout (see the [module documentation](self)).
@@ -204,6 +214,12 @@ impl LinearWeights {
             },
         }
     }
+}
+
+/// The frames of `x: [batch, time, d]`, each `[batch, d]`.
+fn split_frames<B: Backend>(x: Tensor<B, 3>) -> Vec<Tensor<B, 2>> {
+    let [batch, _, d] = x.dims();
+    x.iter_dim(1).map(|t| t.reshape([batch, d])).collect()
 }
 
 /// The transpose of a 2-D tensor, row-major.
@@ -309,6 +325,34 @@ impl<B: Backend> EmbeddingNet<B> {
         }
     }
 
+    /// Runs the LSTM stack; returns the last layer's hidden state of every frame (each
+    /// `[batch, hidden]`) and the state after the last frame.
+    fn lstm_frames(
+        &self,
+        features: Tensor<B, 3>,
+        state: Option<LstmState<B>>,
+    ) -> (Vec<Tensor<B, 2>>, LstmState<B>) {
+        let [batch, time, _] = features.dims();
+        assert!(time > 0, "EmbeddingNet: empty sequence");
+        let state = state.unwrap_or_else(|| self.zero_state(batch, &features.device()));
+        let mut xs = split_frames(features);
+        let mut hs = Vec::with_capacity(self.layers());
+        let mut cs = Vec::with_capacity(self.layers());
+        for (l, layer) in self.lstm.iter().enumerate() {
+            let h0 = state.hidden.clone().narrow(0, l, 1).squeeze_dim::<2>(0);
+            let c0 = state.cell.clone().narrow(0, l, 1).squeeze_dim::<2>(0);
+            let (out, h, c) = layer.forward_frames(xs, h0, c0);
+            xs = out;
+            hs.push(h);
+            cs.push(c);
+        }
+        let state = LstmState {
+            hidden: Tensor::stack(hs, 0),
+            cell: Tensor::stack(cs, 0),
+        };
+        (xs, state)
+    }
+
     /// Runs the network over `features: [batch, time, n_mels]` from `state` (zeros when
     /// `None`); returns the embedding of every frame `[batch, time, embedding]` and the state
     /// after the last frame.
@@ -317,25 +361,8 @@ impl<B: Backend> EmbeddingNet<B> {
         features: Tensor<B, 3>,
         state: Option<LstmState<B>>,
     ) -> (Tensor<B, 3>, LstmState<B>) {
-        let [batch, _, _] = features.dims();
-        let state = state.unwrap_or_else(|| self.zero_state(batch, &features.device()));
-        let mut x = features;
-        let mut hs = Vec::with_capacity(self.layers());
-        let mut cs = Vec::with_capacity(self.layers());
-        for (l, layer) in self.lstm.iter().enumerate() {
-            let h0 = state.hidden.clone().narrow(0, l, 1).squeeze_dim::<2>(0);
-            let c0 = state.cell.clone().narrow(0, l, 1).squeeze_dim::<2>(0);
-            let (out, h, c) = layer.forward(x, h0, c0);
-            x = out;
-            hs.push(h);
-            cs.push(c);
-        }
-        let emb = self.projection.forward(x);
-        let state = LstmState {
-            hidden: Tensor::stack(hs, 0),
-            cell: Tensor::stack(cs, 0),
-        };
-        (emb, state)
+        let (hs, state) = self.lstm_frames(features, state);
+        (self.projection.forward(Tensor::stack(hs, 1)), state)
     }
 
     /// The embedding of every frame: `[batch, time, n_mels]` → `[batch, time, embedding]`,
@@ -345,13 +372,12 @@ impl<B: Backend> EmbeddingNet<B> {
     }
 
     /// The embedding of each sequence, taken at its last frame:
-    /// `[batch, time, n_mels]` → `[batch, embedding]`, from the zero state.
+    /// `[batch, time, n_mels]` → `[batch, embedding]`, from the zero state. Same values as
+    /// the last frame of [`Self::forward_frames`], but only that frame is projected.
     pub fn forward(&self, features: Tensor<B, 3>) -> Tensor<B, 2> {
-        let [batch, time, _] = features.dims();
-        assert!(time > 0, "EmbeddingNet::forward: empty sequence");
-        let emb = self.forward_frames(features);
-        let e = self.embedding();
-        emb.narrow(1, time - 1, 1).reshape([batch, e])
+        let (hs, _) = self.lstm_frames(features, None);
+        let last = hs.into_iter().last().expect("non-empty sequence");
+        self.projection.forward(last)
     }
 
     /// One hop: `features: [batch, 1, n_mels]` and the state before it; returns the hop's
@@ -363,8 +389,10 @@ impl<B: Backend> EmbeddingNet<B> {
     ) -> (Tensor<B, 2>, LstmState<B>) {
         let [batch, time, _] = features.dims();
         assert_eq!(time, 1, "EmbeddingNet::step takes one frame");
-        let (emb, state) = self.forward_with_state(features, Some(state));
-        (emb.reshape([batch, self.embedding()]), state)
+        let (hs, state) = self.lstm_frames(features, Some(state));
+        let h = hs.into_iter().next().expect("one frame");
+        debug_assert_eq!(h.dims()[0], batch);
+        (self.projection.forward(h), state)
     }
 
     /// Every LSTM layer's weights in ONNX `LSTM` layout, first layer first.
@@ -475,7 +503,7 @@ mod tests {
         let x = random([3, 4, 5], 2);
         let frames = values(net.forward_frames(x.clone()).narrow(1, 3, 1));
         let last = values(net.forward(x));
-        assert_close(&frames, &last, 0.0);
+        assert_close(&frames, &last, 1e-6);
     }
 
     #[test]
