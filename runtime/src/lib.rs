@@ -5,4 +5,5 @@
 
 pub mod audio;
 pub mod frontend;
+pub mod model;
 pub mod resample;

@@ -2,6 +2,7 @@
 //! frontend (`hark::audio`, `hark::frontend`): there is no second implementation here.
 
 pub mod backend;
+pub mod export;
 pub mod features;
 pub mod kmeans;
 pub mod loss;

@@ -1,0 +1,586 @@
+//! The model file and its runtime: metadata, loading with tract, one step per hop.
+//!
+//! # The model file (format version 1)
+//!
+//! Standard ONNX (opset 14 to 21) with a streaming step graph:
+//!
+//! | name | shape | what |
+//! |---|---|---|
+//! | input `features` | `[1, T, n_mels]` (T symbolic) | log-mel frames |
+//! | input `h_in`, `c_in` | `[layers, 1, hidden]` | LSTM state before the first frame |
+//! | output `scores` | `[1, T, n_classes]` | per-class probabilities of each frame |
+//! | output `h_out`, `c_out` | `[layers, 1, hidden]` | LSTM state after the last frame |
+//!
+//! `metadata_props` (all values JSON):
+//!
+//! | key | value |
+//! |---|---|
+//! | `hark.format_version` | `1` |
+//! | `hark.classes` | array of the output columns' names, in order |
+//! | `hark.background` | the name of the background column, or `null` if there is none |
+//! | `hark.thresholds` | object: a detection threshold in (0, 1) for every class but the background |
+//! | `hark.frontend` | the [`FrontendConfig`] the model was trained with |
+//! | `hark.training` | free-form training summary (data, method, figures) |
+//!
+//! The runtime configures its frontend from `hark.frontend` and refuses a model whose
+//! features it cannot compute, whose metadata is missing or inconsistent, or whose graph does
+//! not have the inputs and outputs above, with an error that says which.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::*;
+
+use crate::frontend::FrontendConfig;
+
+/// The model-file format this runtime reads and the trainer writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Lowest default-domain opset accepted (the LSTM `layout` attribute needs 14).
+pub const MIN_OPSET: i64 = 14;
+/// Highest default-domain opset accepted.
+pub const MAX_OPSET: i64 = 21;
+
+/// Metadata keys.
+pub mod keys {
+    /// Format version.
+    pub const FORMAT_VERSION: &str = "hark.format_version";
+    /// Output class names.
+    pub const CLASSES: &str = "hark.classes";
+    /// Background class name or null.
+    pub const BACKGROUND: &str = "hark.background";
+    /// Per-class thresholds.
+    pub const THRESHOLDS: &str = "hark.thresholds";
+    /// Frontend parameters.
+    pub const FRONTEND: &str = "hark.frontend";
+    /// Training summary.
+    pub const TRAINING: &str = "hark.training";
+}
+
+/// What a model file says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMetadata {
+    /// Format version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Output columns, in order.
+    pub classes: Vec<String>,
+    /// The background column, never reported as an event.
+    pub background: Option<String>,
+    /// Detection threshold per event class (every class but the background).
+    pub thresholds: BTreeMap<String, f32>,
+    /// Frontend parameters the model was trained with.
+    pub frontend: FrontendConfig,
+    /// Free-form training summary.
+    pub training: serde_json::Value,
+}
+
+/// Why a model cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file cannot be read.
+    #[error("{name}: cannot read the model: {source}")]
+    Io {
+        /// The model's name.
+        name: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not decodable as ONNX.
+    #[error("{name}: not an ONNX model (truncated or another kind of file): {detail}")]
+    NotOnnx {
+        /// The model's name.
+        name: String,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// Opset out of range.
+    #[error(
+        "{name}: ONNX opset {found} is not supported (hark reads opsets {MIN_OPSET} to {MAX_OPSET})"
+    )]
+    Opset {
+        /// The model's name.
+        name: String,
+        /// The opset found (0 if none).
+        found: i64,
+    },
+    /// Metadata missing or malformed.
+    #[error("{name}: model metadata {key}: {problem}")]
+    Metadata {
+        /// The model's name.
+        name: String,
+        /// The metadata key.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The graph's inputs or outputs are not the streaming step graph.
+    #[error("{name}: not a hark streaming model: {problem}")]
+    Interface {
+        /// The model's name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// tract could not load or optimise the graph.
+    #[error("{name}: the ONNX graph cannot be run: {detail}")]
+    Graph {
+        /// The model's name.
+        name: String,
+        /// tract's message, with its causes.
+        detail: String,
+    },
+    /// Running a step failed.
+    #[error("model step failed: {0}")]
+    Run(String),
+    /// Wrong number of values handed to the model.
+    #[error("expected {expected} feature values, got {got}")]
+    Input {
+        /// Expected.
+        expected: usize,
+        /// Got.
+        got: usize,
+    },
+}
+
+impl ModelMetadata {
+    /// The `metadata_props` entries of this metadata.
+    pub fn to_props(&self) -> Vec<(String, String)> {
+        let j = |v: serde_json::Value| v.to_string();
+        vec![
+            (keys::FORMAT_VERSION.into(), j(self.format_version.into())),
+            (keys::CLASSES.into(), j(serde_json::json!(self.classes))),
+            (
+                keys::BACKGROUND.into(),
+                j(serde_json::json!(self.background)),
+            ),
+            (
+                keys::THRESHOLDS.into(),
+                j(serde_json::json!(self.thresholds)),
+            ),
+            (
+                keys::FRONTEND.into(),
+                j(serde_json::to_value(&self.frontend).expect("serialisable")),
+            ),
+            (keys::TRAINING.into(), j(self.training.clone())),
+        ]
+    }
+
+    /// Reads and validates metadata from `metadata_props` entries.
+    pub fn from_props<'a>(
+        name: &str,
+        props: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, ModelError> {
+        let map: BTreeMap<&str, &str> = props.into_iter().collect();
+        let err = |key: &'static str, problem: String| ModelError::Metadata {
+            name: name.to_string(),
+            key,
+            problem,
+        };
+        fn get<T: serde::de::DeserializeOwned>(
+            map: &BTreeMap<&str, &str>,
+            key: &'static str,
+            err: &dyn Fn(&'static str, String) -> ModelError,
+        ) -> Result<T, ModelError> {
+            let raw = map.get(key).ok_or_else(|| {
+                err(
+                    key,
+                    "missing (not a hark model, or made by another tool)".into(),
+                )
+            })?;
+            serde_json::from_str(raw).map_err(|e| err(key, format!("malformed: {e} in {raw:?}")))
+        }
+        let format_version: u32 = get(&map, keys::FORMAT_VERSION, &err)?;
+        if format_version != FORMAT_VERSION {
+            return Err(err(
+                keys::FORMAT_VERSION,
+                format!("version {format_version}, this hark reads version {FORMAT_VERSION}"),
+            ));
+        }
+        let meta = Self {
+            format_version,
+            classes: get(&map, keys::CLASSES, &err)?,
+            background: get(&map, keys::BACKGROUND, &err)?,
+            thresholds: get(&map, keys::THRESHOLDS, &err)?,
+            frontend: get(&map, keys::FRONTEND, &err)?,
+            training: map
+                .get(keys::TRAINING)
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or(serde_json::Value::Null),
+        };
+        meta.validate(name)?;
+        Ok(meta)
+    }
+
+    /// Checks the metadata's internal consistency.
+    pub fn validate(&self, name: &str) -> Result<(), ModelError> {
+        let err = |key: &'static str, problem: String| ModelError::Metadata {
+            name: name.to_string(),
+            key,
+            problem,
+        };
+        if self.classes.is_empty() {
+            return Err(err(keys::CLASSES, "no classes".into()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for c in &self.classes {
+            if c.is_empty() || !seen.insert(c) {
+                return Err(err(
+                    keys::CLASSES,
+                    format!("empty or repeated class name {c:?}"),
+                ));
+            }
+        }
+        if let Some(bg) = &self.background
+            && !self.classes.contains(bg)
+        {
+            return Err(err(
+                keys::BACKGROUND,
+                format!("{bg:?} is not one of the classes"),
+            ));
+        }
+        let events: Vec<&String> = self.event_classes().map(|(_, c)| c).collect();
+        if events.is_empty() {
+            return Err(err(
+                keys::CLASSES,
+                "no event class besides the background".into(),
+            ));
+        }
+        for c in &events {
+            match self.thresholds.get(*c) {
+                None => {
+                    return Err(err(
+                        keys::THRESHOLDS,
+                        format!("no threshold for class {c:?}"),
+                    ));
+                }
+                Some(t) if !(*t > 0.0 && *t < 1.0) => {
+                    return Err(err(
+                        keys::THRESHOLDS,
+                        format!("threshold {t} for {c:?} is not in (0, 1)"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(extra) = self.thresholds.keys().find(|k| !events.contains(k)) {
+            return Err(err(
+                keys::THRESHOLDS,
+                format!("threshold for {extra:?}, which is not an event class of this model"),
+            ));
+        }
+        self.frontend
+            .validate()
+            .map_err(|e| err(keys::FRONTEND, e.to_string()))
+    }
+
+    /// `(column, name)` of every class that is reported as an event.
+    pub fn event_classes(&self) -> impl Iterator<Item = (usize, &String)> {
+        self.classes
+            .iter()
+            .enumerate()
+            .filter(move |(_, c)| Some(*c) != self.background.as_ref())
+    }
+}
+
+/// A loaded, optimised model, shared by any number of streams.
+#[derive(Debug, Clone)]
+pub struct Model {
+    name: String,
+    meta: ModelMetadata,
+    layers: usize,
+    hidden: usize,
+    n_classes: usize,
+    inference: Arc<InferenceModel>,
+    step_plan: Arc<TypedRunnableModel>,
+}
+
+fn graph_err(name: &str) -> impl Fn(TractError) -> ModelError + '_ {
+    move |e| ModelError::Graph {
+        name: name.to_string(),
+        detail: format!("{e:#}"),
+    }
+}
+
+fn dims_of(v: &tract_onnx::pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value as D;
+    use tract_onnx::pb::type_proto::Value as T;
+    let T::TensorType(t) = v.r#type.as_ref()?.value.as_ref()?;
+    Some(
+        t.shape
+            .as_ref()?
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(D::DimValue(n)) => Some(n),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+impl Model {
+    /// Loads a model file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ModelError> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            name: name.clone(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, &name)
+    }
+
+    /// Loads a model from its bytes; `name` is used in messages.
+    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self, ModelError> {
+        let not_onnx = |detail: String| ModelError::NotOnnx {
+            name: name.to_string(),
+            detail,
+        };
+        if bytes.is_empty() {
+            return Err(not_onnx("the file is empty".into()));
+        }
+        let onnx = tract_onnx::onnx();
+        let proto: ModelProto = onnx
+            .proto_model_for_read(&mut &bytes[..])
+            .map_err(|e| not_onnx(format!("{e:#}")))?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| not_onnx("no graph in the file".into()))?;
+        let opset = proto
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map_or(0, |o| o.version);
+        if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
+            return Err(ModelError::Opset {
+                name: name.to_string(),
+                found: opset,
+            });
+        }
+        let meta = ModelMetadata::from_props(
+            name,
+            proto
+                .metadata_props
+                .iter()
+                .map(|p| (p.key.as_str(), p.value.as_str())),
+        )?;
+        let iface = |problem: String| ModelError::Interface {
+            name: name.to_string(),
+            problem,
+        };
+        let names = |v: &[tract_onnx::pb::ValueInfoProto]| -> Vec<String> {
+            v.iter().map(|i| i.name.clone()).collect()
+        };
+        let initializers: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs: Vec<&tract_onnx::pb::ValueInfoProto> = graph
+            .input
+            .iter()
+            .filter(|i| !initializers.contains(i.name.as_str()))
+            .collect();
+        let input_names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+        if input_names != ["features", "h_in", "c_in"] {
+            return Err(iface(format!(
+                "inputs are {input_names:?}, expected [\"features\", \"h_in\", \"c_in\"]"
+            )));
+        }
+        if names(&graph.output) != ["scores", "h_out", "c_out"] {
+            return Err(iface(format!(
+                "outputs are {:?}, expected [\"scores\", \"h_out\", \"c_out\"]",
+                names(&graph.output)
+            )));
+        }
+        let n_mels = meta.frontend.n_mels as i64;
+        match dims_of(inputs[0]).as_deref() {
+            Some([Some(1), _, Some(m)]) if *m == n_mels => {}
+            other => {
+                return Err(iface(format!(
+                    "input features has shape {other:?}, expected [1, T, {n_mels}] (n_mels from hark.frontend)"
+                )));
+            }
+        }
+        let state_shape = |i: usize| match dims_of(inputs[i]).as_deref() {
+            Some(&[Some(l), Some(1), Some(h)]) if l > 0 && h > 0 => Ok((l as usize, h as usize)),
+            other => Err(iface(format!(
+                "input {} has shape {other:?}, expected [layers, 1, hidden]",
+                inputs[i].name
+            ))),
+        };
+        let (layers, hidden) = state_shape(1)?;
+        if state_shape(2)? != (layers, hidden) {
+            return Err(iface("h_in and c_in have different shapes".into()));
+        }
+        let inference = onnx
+            .model_for_proto_model(&proto)
+            .map_err(graph_err(name))?;
+        let inference = Arc::new(inference);
+        let step_plan = Self::plan(&inference, 1, meta.frontend.n_mels, layers, hidden)
+            .map_err(graph_err(name))?;
+        let n_classes = {
+            let out = step_plan.model().output_fact(0).map_err(graph_err(name))?;
+            match out.shape.as_concrete() {
+                Some(&[1, 1, c]) => c,
+                other => {
+                    return Err(iface(format!(
+                        "scores has shape {other:?}, expected [1, T, classes]"
+                    )));
+                }
+            }
+        };
+        if n_classes != meta.classes.len() {
+            return Err(ModelError::Metadata {
+                name: name.to_string(),
+                key: keys::CLASSES,
+                problem: format!(
+                    "{} classes named, the graph scores {n_classes}",
+                    meta.classes.len()
+                ),
+            });
+        }
+        Ok(Self {
+            name: name.to_string(),
+            meta,
+            layers,
+            hidden,
+            n_classes,
+            inference,
+            step_plan,
+        })
+    }
+
+    fn plan(
+        inference: &InferenceModel,
+        frames: usize,
+        n_mels: usize,
+        layers: usize,
+        hidden: usize,
+    ) -> TractResult<Arc<TypedRunnableModel>> {
+        (*inference)
+            .clone()
+            .with_input_fact(0, f32::fact([1, frames, n_mels]).into())?
+            .with_input_fact(1, f32::fact([layers, 1, hidden]).into())?
+            .with_input_fact(2, f32::fact([layers, 1, hidden]).into())?
+            .into_optimized()?
+            .into_runnable()
+    }
+
+    /// The model's name (its path, for messages).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its metadata.
+    pub fn metadata(&self) -> &ModelMetadata {
+        &self.meta
+    }
+
+    /// LSTM layers and hidden units (the state's shape).
+    pub fn state_shape(&self) -> (usize, usize) {
+        (self.layers, self.hidden)
+    }
+
+    /// Number of output classes.
+    pub fn n_classes(&self) -> usize {
+        self.n_classes
+    }
+
+    /// A new stream with the state zeroed.
+    pub fn stream(&self) -> Result<ModelStream, ModelError> {
+        let state = self
+            .step_plan
+            .spawn()
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let zeros = Tensor::zero::<f32>(&[self.layers, 1, self.hidden])
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        Ok(ModelStream {
+            state,
+            h: zeros.clone(),
+            c: zeros,
+            n_mels: self.meta.frontend.n_mels,
+            scores: vec![0.0; self.n_classes],
+        })
+    }
+
+    /// Runs a whole sequence of `frames.len() / n_mels` frames in one call from a zero state;
+    /// returns the scores, row-major `[T, n_classes]`. Builds a plan for that length.
+    pub fn run_sequence(&self, frames: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let n_mels = self.meta.frontend.n_mels;
+        if frames.is_empty() || !frames.len().is_multiple_of(n_mels) {
+            return Err(ModelError::Input {
+                expected: n_mels,
+                got: frames.len(),
+            });
+        }
+        let t = frames.len() / n_mels;
+        let run = |e: TractError| ModelError::Run(format!("{e:#}"));
+        let plan = Self::plan(&self.inference, t, n_mels, self.layers, self.hidden).map_err(run)?;
+        let x = Tensor::from_shape(&[1, t, n_mels], frames).map_err(run)?;
+        let z = Tensor::zero::<f32>(&[self.layers, 1, self.hidden]).map_err(run)?;
+        let out = plan
+            .run(tvec![x.into(), z.clone().into(), z.into()])
+            .map_err(run)?;
+        out[0]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>().map(<[f32]>::to_vec))
+            .map_err(run)
+    }
+}
+
+/// One stream's state: the LSTM's h and c carried from hop to hop, and tract's own state.
+pub struct ModelStream {
+    state: TypedSimpleState,
+    h: Tensor,
+    c: Tensor,
+    n_mels: usize,
+    scores: Vec<f32>,
+}
+
+impl std::fmt::Debug for ModelStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelStream")
+            .field("scores", &self.scores)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelStream {
+    /// Feeds one frame of features; returns the class scores for it.
+    pub fn step(&mut self, frame: &[f32]) -> Result<&[f32], ModelError> {
+        if frame.len() != self.n_mels {
+            return Err(ModelError::Input {
+                expected: self.n_mels,
+                got: frame.len(),
+            });
+        }
+        let run = |e: TractError| ModelError::Run(format!("{e:#}"));
+        let x = Tensor::from_shape(&[1, 1, self.n_mels], frame).map_err(run)?;
+        let h = std::mem::take(&mut self.h);
+        let c = std::mem::take(&mut self.c);
+        let mut out = self
+            .state
+            .run(tvec![x.into(), h.into(), c.into()])
+            .map_err(run)?;
+        self.c = out.pop().expect("three outputs").into_tensor();
+        self.h = out.pop().expect("three outputs").into_tensor();
+        let scores = out.pop().expect("three outputs");
+        let view = scores.try_as_plain_ram().map_err(run)?;
+        self.scores
+            .copy_from_slice(view.as_slice::<f32>().map_err(run)?);
+        Ok(&self.scores)
+    }
+
+    /// Zeroes the LSTM state (a new, unrelated stream begins).
+    pub fn reset(&mut self) {
+        for t in [&mut self.h, &mut self.c] {
+            if let Ok(mut v) = t.try_as_plain_ram_mut()
+                && let Ok(s) = v.as_slice_mut::<f32>()
+            {
+                s.fill(0.0);
+            }
+        }
+    }
+}

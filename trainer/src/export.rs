@@ -1,0 +1,477 @@
+//! ONNX export of the streaming step graph (see `hark::model` for the contract).
+//!
+//! burn cannot export an LSTM, so the graph is written here with tract-onnx's protobuf types:
+//!
+//! ```text
+//! features [1,T,M] ─Transpose→ [T,1,M] ─LSTM₀(h_in[0], c_in[0])→ Y [T,1,1,H] ─Squeeze→ [T,1,H]
+//!   ─ … LSTM_{L-1} … ─Transpose→ [1,T,H] ─(MatMul + Add + activation)*→ ─Softmax|Sigmoid→ scores
+//! h_out = Concat(Y_h of every layer), c_out = Concat(Y_c of every layer)      [L,1,H]
+//! ```
+//!
+//! The LSTM is the standard ONNX `LSTM` op (opset 17, gate order i, o, f, c, forward
+//! direction, `layout = 0`), so tract fuses it into one step per hop and onnxruntime runs the
+//! same file. [`StreamingNet::forward_reference`] computes the same function in plain Rust;
+//! the parity tests hold burn, this reference, tract and onnxruntime together.
+
+use prost::Message;
+use tract_onnx::pb;
+
+use hark::model::ModelMetadata;
+
+use crate::model::{LinearWeights, LstmWeights};
+
+/// The opset the exporter writes.
+pub const OPSET: i64 = 17;
+
+/// Activation after a dense layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// None.
+    Identity,
+    /// max(0, x).
+    Relu,
+    /// tanh.
+    Tanh,
+}
+
+/// The scores' activation over the classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputActivation {
+    /// Mutually exclusive classes (one of them the background).
+    Softmax,
+    /// Independent per-class probabilities.
+    Sigmoid,
+}
+
+/// A dense layer and the activation after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    /// Weights, ONNX layout.
+    pub weights: LinearWeights,
+    /// Activation.
+    pub activation: Activation,
+}
+
+/// Everything the step graph computes, as plain arrays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamingNet {
+    /// Feature dimension.
+    pub n_mels: usize,
+    /// The LSTM stack (all layers of one hidden size).
+    pub lstm: Vec<LstmWeights>,
+    /// Dense layers after the LSTM (embedding projection, classifier...).
+    pub dense: Vec<Dense>,
+    /// Output activation.
+    pub output: OutputActivation,
+}
+
+/// Why a network cannot be exported.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cannot export: {0}")]
+pub struct ExportError(pub String);
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl StreamingNet {
+    /// LSTM layers.
+    pub fn layers(&self) -> usize {
+        self.lstm.len()
+    }
+
+    /// LSTM hidden size.
+    pub fn hidden(&self) -> usize {
+        self.lstm.first().map_or(0, |l| l.hidden_size)
+    }
+
+    /// Output classes.
+    pub fn n_classes(&self) -> usize {
+        self.dense.last().map_or(self.hidden(), |d| d.weights.d_out)
+    }
+
+    /// Checks that the shapes chain together.
+    pub fn validate(&self) -> Result<(), ExportError> {
+        let e = |m: String| Err(ExportError(m));
+        if self.lstm.is_empty() {
+            return e("no LSTM layer".into());
+        }
+        let h = self.hidden();
+        let mut d = self.n_mels;
+        for (i, l) in self.lstm.iter().enumerate() {
+            if l.input_size != d || l.hidden_size != h {
+                return e(format!(
+                    "LSTM layer {i} is {}→{}, expected {d}→{h}",
+                    l.input_size, l.hidden_size
+                ));
+            }
+            if l.w.len() != 4 * h * d || l.r.len() != 4 * h * h || l.b.len() != 8 * h {
+                return e(format!(
+                    "LSTM layer {i} has weight arrays of the wrong size"
+                ));
+            }
+            d = h;
+        }
+        for (i, layer) in self.dense.iter().enumerate() {
+            let w = &layer.weights;
+            if w.d_in != d || w.weight.len() != w.d_in * w.d_out || w.bias.len() != w.d_out {
+                return e(format!("dense layer {i} does not fit its input of {d}"));
+            }
+            d = w.d_out;
+        }
+        Ok(())
+    }
+
+    /// Multiply-adds per hop (one frame), the figure of the model card.
+    pub fn multiply_adds_per_hop(&self) -> usize {
+        let lstm: usize = self
+            .lstm
+            .iter()
+            .map(|l| 4 * l.hidden_size * (l.input_size + l.hidden_size) + 3 * l.hidden_size)
+            .sum();
+        let dense: usize = self
+            .dense
+            .iter()
+            .map(|d| d.weights.d_in * d.weights.d_out)
+            .sum();
+        lstm + dense
+    }
+
+    /// The graph's function in plain Rust: runs `frames` (`T * n_mels`) from the state `h`,
+    /// `c` (`layers * hidden` each, updated in place); returns scores `T * n_classes`.
+    pub fn forward_reference(&self, frames: &[f32], h: &mut [f32], c: &mut [f32]) -> Vec<f32> {
+        let hs = self.hidden();
+        let mut scores = Vec::new();
+        let mut gates = vec![0.0f32; 4 * hs];
+        for x in frames.chunks_exact(self.n_mels) {
+            let mut input = x.to_vec();
+            for (l, w) in self.lstm.iter().enumerate() {
+                let (hl, cl) = (&mut h[l * hs..(l + 1) * hs], &mut c[l * hs..(l + 1) * hs]);
+                for (g, gate) in gates.iter_mut().enumerate() {
+                    let mut acc = w.b[g] + w.b[4 * hs + g];
+                    let wrow = &w.w[g * w.input_size..(g + 1) * w.input_size];
+                    acc += wrow.iter().zip(&input).map(|(a, b)| a * b).sum::<f32>();
+                    let rrow = &w.r[g * hs..(g + 1) * hs];
+                    acc += rrow.iter().zip(hl.iter()).map(|(a, b)| a * b).sum::<f32>();
+                    *gate = acc;
+                }
+                // ONNX gate order: i, o, f, c.
+                for k in 0..hs {
+                    let i = sigmoid(gates[k]);
+                    let o = sigmoid(gates[hs + k]);
+                    let f = sigmoid(gates[2 * hs + k]);
+                    let g = gates[3 * hs + k].tanh();
+                    cl[k] = f * cl[k] + i * g;
+                    hl[k] = o * cl[k].tanh();
+                }
+                input = hl.to_vec();
+            }
+            for d in &self.dense {
+                let w = &d.weights;
+                input = (0..w.d_out)
+                    .map(|o| {
+                        let v = w.bias[o]
+                            + w.weight[o * w.d_in..(o + 1) * w.d_in]
+                                .iter()
+                                .zip(&input)
+                                .map(|(a, b)| a * b)
+                                .sum::<f32>();
+                        match d.activation {
+                            Activation::Identity => v,
+                            Activation::Relu => v.max(0.0),
+                            Activation::Tanh => v.tanh(),
+                        }
+                    })
+                    .collect();
+            }
+            match self.output {
+                OutputActivation::Sigmoid => input.iter_mut().for_each(|v| *v = sigmoid(*v)),
+                OutputActivation::Softmax => {
+                    let m = input.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let s: f32 = input.iter().map(|v| (v - m).exp()).sum();
+                    input.iter_mut().for_each(|v| *v = (*v - m).exp() / s);
+                }
+            }
+            scores.extend_from_slice(&input);
+        }
+        scores
+    }
+
+    /// Serialises the step graph with `meta` as `metadata_props`.
+    pub fn to_onnx(&self, meta: &ModelMetadata) -> Result<Vec<u8>, ExportError> {
+        self.validate()?;
+        meta.validate("export")
+            .map_err(|e| ExportError(e.to_string()))?;
+        if meta.frontend.n_mels != self.n_mels {
+            return Err(ExportError(format!(
+                "the frontend has {} mel bands, the network takes {}",
+                meta.frontend.n_mels, self.n_mels
+            )));
+        }
+        if meta.classes.len() != self.n_classes() {
+            return Err(ExportError(format!(
+                "{} classes named, the network scores {}",
+                meta.classes.len(),
+                self.n_classes()
+            )));
+        }
+        Ok(self.model_proto(meta).encode_to_vec())
+    }
+
+    fn model_proto(&self, meta: &ModelMetadata) -> pb::ModelProto {
+        let (layers, hs) = (self.layers(), self.hidden());
+        let mut g = GraphBuilder::default();
+        g.init_i64("axes_0", &[1], &[0]);
+        g.init_i64("axes_1", &[1], &[1]);
+        g.node(
+            "Transpose",
+            &["features"],
+            &["x_0"],
+            vec![ints("perm", &[1, 0, 2])],
+        );
+        let (mut hs_out, mut cs_out) = (Vec::new(), Vec::new());
+        for (l, w) in self.lstm.iter().enumerate() {
+            let p = |s: &str| format!("lstm{l}_{s}");
+            g.init_i64(&p("start"), &[1], &[l as i64]);
+            g.init_i64(&p("end"), &[1], &[l as i64 + 1]);
+            g.node(
+                "Slice",
+                &["h_in", &p("start"), &p("end"), "axes_0"],
+                &[&p("h0")],
+                vec![],
+            );
+            g.node(
+                "Slice",
+                &["c_in", &p("start"), &p("end"), "axes_0"],
+                &[&p("c0")],
+                vec![],
+            );
+            g.init_f32(&p("W"), &[1, 4 * hs as i64, w.input_size as i64], &w.w);
+            g.init_f32(&p("R"), &[1, 4 * hs as i64, hs as i64], &w.r);
+            g.init_f32(&p("B"), &[1, 8 * hs as i64], &w.b);
+            g.node(
+                "LSTM",
+                &[
+                    &format!("x_{l}"),
+                    &p("W"),
+                    &p("R"),
+                    &p("B"),
+                    "",
+                    &p("h0"),
+                    &p("c0"),
+                ],
+                &[&p("Y"), &p("Yh"), &p("Yc")],
+                vec![int("hidden_size", hs as i64)],
+            );
+            g.node(
+                "Squeeze",
+                &[&p("Y"), "axes_1"],
+                &[&format!("x_{}", l + 1)],
+                vec![],
+            );
+            hs_out.push(p("Yh"));
+            cs_out.push(p("Yc"));
+        }
+        let h_refs: Vec<&str> = hs_out.iter().map(String::as_str).collect();
+        let c_refs: Vec<&str> = cs_out.iter().map(String::as_str).collect();
+        g.node("Concat", &h_refs, &["h_out"], vec![int("axis", 0)]);
+        g.node("Concat", &c_refs, &["c_out"], vec![int("axis", 0)]);
+        g.node(
+            "Transpose",
+            &[&format!("x_{layers}")],
+            &["z_0"],
+            vec![ints("perm", &[1, 0, 2])],
+        );
+        let mut z = "z_0".to_string();
+        for (k, d) in self.dense.iter().enumerate() {
+            let w = &d.weights;
+            // MatMul takes [in, out]: the [out, in] weights transposed.
+            let mut wt = vec![0.0; w.d_in * w.d_out];
+            for o in 0..w.d_out {
+                for i in 0..w.d_in {
+                    wt[i * w.d_out + o] = w.weight[o * w.d_in + i];
+                }
+            }
+            let p = |s: &str| format!("dense{k}_{s}");
+            g.init_f32(&p("W"), &[w.d_in as i64, w.d_out as i64], &wt);
+            g.init_f32(&p("b"), &[w.d_out as i64], &w.bias);
+            g.node("MatMul", &[&z, &p("W")], &[&p("mm")], vec![]);
+            g.node("Add", &[&p("mm"), &p("b")], &[&p("lin")], vec![]);
+            z = match d.activation {
+                Activation::Identity => p("lin"),
+                Activation::Relu => {
+                    g.node("Relu", &[&p("lin")], &[&p("act")], vec![]);
+                    p("act")
+                }
+                Activation::Tanh => {
+                    g.node("Tanh", &[&p("lin")], &[&p("act")], vec![]);
+                    p("act")
+                }
+            };
+        }
+        match self.output {
+            OutputActivation::Softmax => {
+                g.node("Softmax", &[&z], &["scores"], vec![int("axis", -1)])
+            }
+            OutputActivation::Sigmoid => g.node("Sigmoid", &[&z], &["scores"], vec![]),
+        }
+        let t = Dim::Param("T");
+        let (l, h) = (Dim::Value(layers as i64), Dim::Value(hs as i64));
+        let one = Dim::Value(1);
+        let graph = pb::GraphProto {
+            name: "hark_step".into(),
+            node: g.nodes,
+            initializer: g.inits,
+            input: vec![
+                value_info("features", &[one, t, Dim::Value(self.n_mels as i64)]),
+                value_info("h_in", &[l, one, h]),
+                value_info("c_in", &[l, one, h]),
+            ],
+            output: vec![
+                value_info("scores", &[one, t, Dim::Value(self.n_classes() as i64)]),
+                value_info("h_out", &[l, one, h]),
+                value_info("c_out", &[l, one, h]),
+            ],
+            ..Default::default()
+        };
+        pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+            producer_name: "hark-train".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            doc_string: "hark streaming step graph: features, h_in, c_in -> scores, h_out, c_out"
+                .into(),
+            graph: Some(graph),
+            metadata_props: meta
+                .to_props()
+                .into_iter()
+                .map(|(key, value)| pb::StringStringEntryProto { key, value })
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Dim {
+    Value(i64),
+    Param(&'static str),
+}
+
+fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{Dimension, dimension::Value as D};
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(match d {
+                                Dim::Value(v) => D::DimValue(*v),
+                                Dim::Param(p) => D::DimParam((*p).into()),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[derive(Default)]
+struct GraphBuilder {
+    nodes: Vec<pb::NodeProto>,
+    inits: Vec<pb::TensorProto>,
+}
+
+impl GraphBuilder {
+    fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attribute: Vec<pb::AttributeProto>,
+    ) {
+        self.nodes.push(pb::NodeProto {
+            name: format!("{}_{}", op.to_lowercase(), self.nodes.len()),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            attribute,
+            ..Default::default()
+        });
+    }
+
+    fn init_f32(&mut self, name: &str, dims: &[i64], data: &[f32]) {
+        self.inits.push(pb::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+    }
+
+    fn init_i64(&mut self, name: &str, dims: &[i64], data: &[i64]) {
+        self.inits.push(pb::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: pb::tensor_proto::DataType::Int64 as i32,
+            int64_data: data.to_vec(),
+            ..Default::default()
+        });
+    }
+}
+
+impl StreamingNet {
+    /// The step graph of a trained embedding network and its classifier: LSTM stack, the
+    /// embedding projection, the classifier, softmax over the classes.
+    pub fn from_models<B: burn::prelude::Backend>(
+        net: &crate::model::EmbeddingNet<B>,
+        classifier: &crate::model::Classifier<B>,
+    ) -> Self {
+        let lstm = net.lstm_weights();
+        Self {
+            n_mels: lstm[0].input_size,
+            lstm,
+            dense: vec![
+                Dense {
+                    weights: net.projection_weights(),
+                    activation: Activation::Identity,
+                },
+                Dense {
+                    weights: classifier.weights(),
+                    activation: Activation::Identity,
+                },
+            ],
+            output: OutputActivation::Softmax,
+        }
+    }
+}
