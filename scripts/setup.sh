@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing hark needs on a Debian/Ubuntu machine, skipping whatever
 # is already there: pkg-config and the ALSA headers (cpal), a C compiler, python3 with numpy
-# (the frontend's reference check). Rust itself comes from rustup (https://rustup.rs).
+# (the frontend's reference check) with onnx and onnxruntime (the second ONNX client). Rust itself comes from rustup (https://rustup.rs).
 set -euo pipefail
 
 SUDO=""
@@ -27,8 +27,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import numpy' 2>/dev/null; then
-    echo "setup: installing numpy" >&2
-    python3 -m pip install --quiet numpy 2>/dev/null \
-        || { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-numpy >/dev/null; }
+# numpy: the frontend's reference; onnx and onnxruntime: the second ONNX client.
+if ! python3 -c 'import numpy, onnx, onnxruntime' 2>/dev/null; then
+    echo "setup: installing numpy, onnx, onnxruntime (pip)" >&2
+    python3 -m pip install --quiet numpy onnx onnxruntime 2>/dev/null \
+        || python3 -m pip install --quiet --user --break-system-packages numpy onnx onnxruntime
 fi

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hark::audio::AudioReader;
 use hark::frontend::{Frontend, FrontendConfig};
+use hark::model::Model;
 
 /// hark: real-time detection of rare sound events.
 #[derive(Parser, Debug)]
@@ -30,6 +31,14 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Show a model's classes, thresholds, features, state size and provenance.
+    Info {
+        /// The model file (ONNX).
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Exit codes: 0 all went well; 1 an input could not be read (the others were processed);
@@ -49,6 +58,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::Features { files, out_dir } => features(&files, out_dir.as_deref()),
+        Command::Info { model, json } => info(&model, json),
     }
 }
 
@@ -124,4 +134,42 @@ fn features(files: &[PathBuf], out_dir: Option<&std::path::Path>) -> Result<bool
 /// Level in dB relative to full scale, floored at -120 dBFS (digital silence).
 fn dbfs(amplitude: f64) -> f64 {
     (20.0 * amplitude.max(1e-6).log10() * 10.0).round() / 10.0
+}
+
+fn info(path: &std::path::Path, json: bool) -> Result<bool> {
+    let model = Model::load(path)?;
+    let meta = model.metadata();
+    let (layers, hidden) = model.state_shape();
+    if json {
+        let v = serde_json::json!({
+            "model": model.name(),
+            "format_version": meta.format_version,
+            "classes": meta.classes,
+            "background": meta.background,
+            "thresholds": meta.thresholds,
+            "frontend": meta.frontend,
+            "lstm": {"layers": layers, "hidden": hidden},
+            "training": meta.training,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(true);
+    }
+    println!("model:      {}", model.name());
+    println!("format:     hark model v{}", meta.format_version);
+    println!("features:   {}", meta.frontend);
+    println!("LSTM state: {layers} layer(s) x {hidden} units");
+    println!("classes:");
+    for (i, c) in meta.classes.iter().enumerate() {
+        match meta.thresholds.get(c) {
+            Some(t) => println!("  {i:>2} {c:<24} threshold {t:.2}"),
+            None => println!("  {i:>2} {c:<24} (background, never reported)"),
+        }
+    }
+    if !meta.training.is_null() {
+        println!(
+            "training:   {}",
+            serde_json::to_string_pretty(&meta.training)?.replace('\n', "\n            ")
+        );
+    }
+    Ok(true)
 }
