@@ -4,6 +4,7 @@
 //! and resampling ([`audio`], [`resample`]) and the one log-mel frontend ([`frontend`]).
 
 pub mod audio;
+pub mod capture;
 pub mod frontend;
 pub mod model;
 pub mod resample;
