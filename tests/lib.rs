@@ -98,3 +98,71 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// A hand-built model that needs no training: one LSTM unit whose cell follows
+/// `tanh(2 (mean log-mel over the bands between lo_hz and hi_hz - level))` (input, output gates
+/// held open, forget gate shut), and a softmax over `background` and `tone` driven by it. It
+/// scores `tone` near 1 while those bands are louder than `level` (log-mel units) and near 0
+/// otherwise: a detector whose right answers are known exactly, for end-to-end tests.
+pub fn energy_detector_net(lo_hz: f64, hi_hz: f64, level: f32) -> StreamingNet {
+    use hark::frontend::{hz_to_mel, mel_to_hz};
+    let n_mels = 64;
+    let (m_lo, m_hi) = (hz_to_mel(125.0), hz_to_mel(7500.0));
+    let centres: Vec<f64> = (1..=n_mels)
+        .map(|i| mel_to_hz(m_lo + (m_hi - m_lo) * i as f64 / (n_mels + 1) as f64))
+        .collect();
+    let picked: Vec<usize> = (0..n_mels)
+        .filter(|&m| centres[m] >= lo_hz && centres[m] <= hi_hz)
+        .collect();
+    assert!(
+        !picked.is_empty(),
+        "no mel band between {lo_hz} and {hi_hz} Hz"
+    );
+    let gain = 2.0f32;
+    // Gate rows in ONNX order i, o, f, c (hidden size 1).
+    let mut w = vec![0.0f32; 4 * n_mels];
+    for &m in &picked {
+        w[3 * n_mels + m] = gain / picked.len() as f32;
+    }
+    let mut b = vec![0.0f32; 8];
+    b[0] = 10.0; // input gate open
+    b[1] = 10.0; // output gate open
+    b[2] = -10.0; // forget gate shut: the cell follows the current frame
+    b[3] = -gain * level;
+    StreamingNet {
+        n_mels,
+        lstm: vec![LstmWeights {
+            input_size: n_mels,
+            hidden_size: 1,
+            w,
+            r: vec![0.0; 4],
+            b,
+        }],
+        dense: vec![Dense {
+            weights: LinearWeights {
+                d_in: 1,
+                d_out: 2,
+                weight: vec![-10.0, 10.0],
+                bias: vec![0.0, 0.0],
+            },
+            activation: Activation::Identity,
+        }],
+        output: OutputActivation::Softmax,
+    }
+}
+
+/// Metadata of [`energy_detector_net`]: classes `background` and `tone`, threshold 0.5.
+pub fn energy_detector_metadata() -> ModelMetadata {
+    let mut m = metadata(2, 64);
+    m.classes = vec!["background".into(), "tone".into()];
+    m.thresholds = [("tone".to_string(), 0.5)].into_iter().collect();
+    m.training = serde_json::json!({"note": "hand-built energy detector (900-1150 Hz bands) for tests; not trained"});
+    m
+}
+
+/// The committed energy-detector fixture model's bytes (runtime/tests/fixtures/tone-detector.onnx).
+pub fn energy_detector_bytes() -> Vec<u8> {
+    energy_detector_net(900.0, 1150.0, 2.0)
+        .to_onnx(&energy_detector_metadata())
+        .expect("the hand-built model exports")
+}
