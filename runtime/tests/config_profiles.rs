@@ -16,7 +16,8 @@ fn every_profile_in_firmware_config_loads() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            // The profiles spell out every key: none may silently be the default by typo.
+            // Parsing refuses unknown keys, so a misspelt key cannot silently fall back to
+            // its default; validation has checked every range.
             assert!(cfg.runtime.threads >= 1);
             loaded.push(path.file_name().unwrap().to_string_lossy().into_owned());
         }
