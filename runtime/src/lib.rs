@@ -1,10 +1,15 @@
 //! hark: real-time detection of rare sound events.
 //!
 //! The library holds everything the `hark` binary runs and the trainer reuses: audio decoding
-//! and resampling ([`audio`], [`resample`]) and the one log-mel frontend ([`frontend`]).
+//! and resampling ([`audio`], [`resample`]), the one log-mel frontend ([`frontend`]), the
+//! model ([`model`]), live capture ([`capture`]), the per-stream chain ([`pipeline`]), post-processing of scores into events ([`postprocess`]), the sound
+//! level ([`level`]) and the daemon's configuration ([`config`]).
 
 pub mod audio;
 pub mod capture;
+pub mod config;
 pub mod frontend;
+pub mod level;
 pub mod model;
+pub mod postprocess;
 pub mod resample;
