@@ -302,6 +302,11 @@ impl AudioReader {
         self.decoded_frames
     }
 
+    /// Non-finite samples replaced by 0.0 before resampling (at the native rate).
+    pub fn nonfinite_samples(&self) -> u64 {
+        self.resampler.nonfinite_samples()
+    }
+
     /// Packets skipped because they could not be decoded (isolated glitches).
     pub fn decode_errors(&self) -> u64 {
         self.decode_errors
@@ -524,6 +529,11 @@ impl<R: Read> PcmReader<R> {
     /// Sample frames read so far, at the input rate.
     pub fn frames(&self) -> u64 {
         self.frames
+    }
+
+    /// Non-finite samples replaced by 0.0 before resampling.
+    pub fn nonfinite_samples(&self) -> u64 {
+        self.resampler.nonfinite_samples()
     }
 
     /// The next chunk of mono samples at [`TARGET_RATE`]; `Ok(None)` at the end of input.

@@ -266,6 +266,11 @@ impl Capture {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Non-finite samples from the device replaced by 0.0 before resampling.
+    pub fn nonfinite_samples(&self) -> u64 {
+        self.resampler.nonfinite_samples()
+    }
+
     /// Frames captured so far, at the device rate.
     pub fn frames(&self) -> u64 {
         self.frames

@@ -11,5 +11,6 @@ pub mod config;
 pub mod frontend;
 pub mod level;
 pub mod model;
+pub mod pipeline;
 pub mod postprocess;
 pub mod resample;

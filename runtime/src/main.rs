@@ -10,6 +10,9 @@ use hark::audio::AudioReader;
 use hark::frontend::{Frontend, FrontendConfig};
 use hark::model::Model;
 
+mod detect;
+use detect::DetectArgs;
+
 /// hark: real-time detection of rare sound events.
 #[derive(Parser, Debug)]
 #[command(name = "hark", version, about, long_about = None)]
@@ -20,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Detect events in audio files (or raw PCM on stdin with FILE "-"): one JSON line per
+    /// event on stdout, a summary per file on stderr. Runs far faster than real time.
+    Detect(DetectArgs),
     /// Decode audio files and compute their log-mel features, streaming hop by hop; prints one
     /// JSON line per file (length, frames, levels) and optionally writes the features.
     Features {
@@ -41,8 +47,9 @@ enum Command {
     },
 }
 
-/// Exit codes: 0 all went well; 1 an input could not be read (the others were processed);
-/// 2 bad usage (clap).
+/// Exit codes (all commands): 0 all went well; 1 an input could not be read or was damaged
+/// (the others were processed, and every event found before the problem was printed);
+/// 2 bad usage, configuration or model (nothing was processed).
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -50,13 +57,14 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("hark: error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(2)
         }
     }
 }
 
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
+        Command::Detect(args) => detect::run(&args),
         Command::Features { files, out_dir } => features(&files, out_dir.as_deref()),
         Command::Info { model, json } => info(&model, json),
     }

@@ -47,6 +47,7 @@ pub struct StreamResampler {
     skip: usize,
     total_in: u64,
     total_out: u64,
+    nonfinite: u64,
 }
 
 impl std::fmt::Debug for StreamResampler {
@@ -120,6 +121,7 @@ impl StreamResampler {
             skip,
             total_in: 0,
             total_out: 0,
+            nonfinite: 0,
         })
     }
 
@@ -131,6 +133,12 @@ impl StreamResampler {
     /// Output rate in Hz.
     pub fn out_rate(&self) -> u32 {
         self.out_rate
+    }
+
+    /// Non-finite input samples replaced by 0.0 before resampling. (A pass-through hands them
+    /// on unchanged: the frontend replaces and counts them.)
+    pub fn nonfinite_samples(&self) -> u64 {
+        self.nonfinite
     }
 
     /// Converts `input`, appending whatever output is ready to `out`.
@@ -145,7 +153,18 @@ impl StreamResampler {
         while !rest.is_empty() {
             let need = self.next_len();
             let take = rest.len().min(need - self.in_fill);
-            self.in_buf[0][self.in_fill..self.in_fill + take].copy_from_slice(&rest[..take]);
+            // NaN or inf would poison the FFT (rubato panics on it): zeros instead, counted.
+            for (d, &x) in self.in_buf[0][self.in_fill..self.in_fill + take]
+                .iter_mut()
+                .zip(&rest[..take])
+            {
+                *d = if x.is_finite() {
+                    x
+                } else {
+                    self.nonfinite += 1;
+                    0.0
+                };
+            }
             self.in_fill += take;
             rest = &rest[take..];
             if self.in_fill == need {
@@ -282,6 +301,21 @@ mod tests {
         let y = resample_all(48_000, &sine(48_000, 10_000.0, 48_000), 4096);
         let rms = (y[2000..14000].iter().map(|v| v * v).sum::<f32>() / 12000.0).sqrt();
         assert!(rms < 0.01, "aliased energy {rms}");
+    }
+
+    #[test]
+    fn non_finite_input_is_zeroed_and_counted_not_a_panic() {
+        for from in [44_100, 44_101] {
+            let mut x = sine(from, 440.0, 20_000);
+            x[5] = f32::NAN;
+            x[7000] = f32::INFINITY;
+            let mut r = StreamResampler::new(from, 16_000).unwrap();
+            let mut y = Vec::new();
+            r.push(&x, &mut y);
+            r.finish(&mut y);
+            assert_eq!(r.nonfinite_samples(), 2);
+            assert!(y.iter().all(|v| v.is_finite()), "from {from} Hz");
+        }
     }
 
     #[test]

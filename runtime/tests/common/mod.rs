@@ -37,3 +37,55 @@ pub fn test_signal(n: usize, seed: u64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Sample encodings of a WAV file.
+#[derive(Clone, Copy, Debug)]
+pub enum Enc {
+    U8,
+    I16,
+    I24,
+    I32,
+    F32,
+}
+
+/// A WAV file holding `frames` (interleaved, `channels` wide) in `enc`.
+pub fn wav(rate: u32, channels: u16, enc: Enc, samples: &[f32]) -> Vec<u8> {
+    let (fmt_tag, bits): (u16, u16) = match enc {
+        Enc::U8 => (1, 8),
+        Enc::I16 => (1, 16),
+        Enc::I24 => (1, 24),
+        Enc::I32 => (1, 32),
+        Enc::F32 => (3, 32),
+    };
+    let mut data = Vec::new();
+    for &s in samples {
+        let c = s.clamp(-1.0, 1.0) as f64;
+        match enc {
+            Enc::U8 => data.push((c * 127.0 + 128.0).round() as u8),
+            Enc::I16 => data.extend_from_slice(&((c * 32767.0).round() as i16).to_le_bytes()),
+            Enc::I24 => {
+                data.extend_from_slice(&((c * 8_388_607.0).round() as i32).to_le_bytes()[..3])
+            }
+            Enc::I32 => {
+                data.extend_from_slice(&((c * 2_147_483_647.0).round() as i32).to_le_bytes())
+            }
+            Enc::F32 => data.extend_from_slice(&s.to_le_bytes()),
+        }
+    }
+    let block = channels * bits / 8;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&fmt_tag.to_le_bytes());
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * block as u32).to_le_bytes());
+    out.extend_from_slice(&block.to_le_bytes());
+    out.extend_from_slice(&bits.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&data);
+    out
+}

@@ -1,0 +1,306 @@
+//! `hark detect` as a user runs it: the real binary, a real model file (the committed
+//! hand-built tone detector, whose right answers are known), generated recordings.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{Enc, fixture, wav};
+use hark::pipeline::EventRecord;
+
+const HARK: &str = env!("CARGO_BIN_EXE_hark");
+
+/// Faint noise with 1 kHz tone bursts at the given (onset, length), at `rate` Hz, mono.
+fn mixture_at(rate: u32, bursts: &[(f32, f32)], seconds: f32) -> Vec<f32> {
+    let sr = rate as f32;
+    let n = (seconds * sr) as usize;
+    let mut state = 12345u64;
+    let mut x: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.06
+        })
+        .collect();
+    for &(on, len) in bursts {
+        let (a, b) = ((on * sr) as usize, (((on + len) * sr) as usize).min(n));
+        for (i, v) in x[a..b].iter_mut().enumerate() {
+            *v += 0.5 * (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / sr).sin();
+        }
+    }
+    x
+}
+
+/// The same at 16 kHz mono.
+fn mixture(bursts: &[(f32, f32)], seconds: f32) -> Vec<f32> {
+    mixture_at(16_000, bursts, seconds)
+}
+
+/// At 44.1 kHz, stereo interleaved.
+fn mixture_stereo(bursts: &[(f32, f32)], seconds: f32) -> Vec<f32> {
+    mixture_at(44_100, bursts, seconds)
+        .into_iter()
+        .flat_map(|s| [s, s])
+        .collect()
+}
+
+fn detect(args: &[&str], stdin: Option<&[u8]>) -> (Vec<EventRecord>, String, i32) {
+    let mut cmd = Command::new(HARK);
+    cmd.arg("detect")
+        .arg("--model")
+        .arg(fixture("tone-detector.onnx"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(bytes) = stdin {
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let events = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not an event line: {l:?}: {e}"))
+        })
+        .collect();
+    (
+        events,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap(),
+    )
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.display().to_string()
+}
+
+const BURSTS: [(f32, f32); 3] = [(3.3, 0.5), (12.05, 1.2), (25.7, 0.3)];
+
+#[test]
+fn events_are_found_at_the_right_times_as_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "mix.wav",
+        &wav(44_100, 2, Enc::I16, &mixture_stereo(&BURSTS, 30.0)),
+    );
+    let (events, stderr, code) = detect(&[&f], None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(events.len(), 3, "{events:?}");
+    for (e, (on, len)) in events.iter().zip(BURSTS) {
+        assert_eq!(e.file.as_deref(), Some(f.as_str()));
+        assert_eq!(e.class, "tone");
+        assert!(
+            (e.onset - on as f64).abs() < 0.1,
+            "onset {} for {on}",
+            e.onset
+        );
+        assert!(
+            (e.offset - (on + len) as f64).abs() < 0.15,
+            "offset {} for {}",
+            e.offset,
+            on + len
+        );
+        assert!(e.confidence > 0.9);
+    }
+    assert!(stderr.contains("30.00 s of audio, 3 event(s)"), "{stderr}");
+}
+
+#[test]
+fn the_json_fields_are_those_of_the_contract_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "one.wav",
+        &wav(16_000, 1, Enc::I16, &mixture(&[(1.0, 0.5)], 3.0)),
+    );
+    let out = Command::new(HARK)
+        .args(["detect", "--model"])
+        .arg(fixture("tone-detector.onnx"))
+        .arg(&f)
+        .output()
+        .unwrap();
+    let line = String::from_utf8(out.stdout).unwrap();
+    let keys: Vec<&str> = line
+        .trim()
+        .trim_matches(|c| c == '{' || c == '}')
+        .split(',')
+        .map(|kv| kv.split(':').next().unwrap().trim_matches('"'))
+        .collect();
+    assert_eq!(
+        keys,
+        ["file", "class", "onset", "offset", "confidence"],
+        "{line}"
+    );
+}
+
+#[test]
+fn raw_pcm_on_stdin_gives_the_same_events_as_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = mixture_stereo(&BURSTS, 30.0);
+    let f = write(&dir, "mix.wav", &wav(44_100, 2, Enc::I16, &x));
+    let (from_file, _, _) = detect(&[&f], None);
+    let raw: Vec<u8> = x
+        .iter()
+        .flat_map(|&s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
+        .collect();
+    let (from_stdin, stderr, code) = detect(
+        &[
+            "--raw-format",
+            "s16le",
+            "--rate",
+            "44100",
+            "--channels",
+            "2",
+            "-",
+        ],
+        Some(&raw),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(from_stdin.len(), from_file.len());
+    for (a, b) in from_stdin.iter().zip(&from_file) {
+        assert_eq!(a.file.as_deref(), Some("-"));
+        assert!(
+            (a.onset - b.onset).abs() < 0.011 && (a.offset - b.offset).abs() < 0.011,
+            "{a:?} {b:?}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_file_among_good_ones_is_reported_and_the_rest_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        &dir,
+        "good.wav",
+        &wav(16_000, 1, Enc::I16, &mixture(&[(1.0, 0.5)], 3.0)),
+    );
+    let bad = write(&dir, "bad.wav", b"not a sound");
+    let (events, stderr, code) = detect(&[&bad, &good], None);
+    assert_eq!(code, 1);
+    assert_eq!(events.len(), 1);
+    assert!(
+        stderr.contains("bad.wav") && stderr.contains("not audio"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_truncated_file_still_reports_the_events_before_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = wav(
+        16_000,
+        1,
+        Enc::I16,
+        &mixture(&[(1.0, 0.5), (8.0, 0.5)], 10.0),
+    );
+    let cut = write(&dir, "cut.wav", &bytes[..44 + 2 * 16_000 * 5]);
+    let (events, stderr, code) = detect(&[&cut], None);
+    assert_eq!(code, 1);
+    assert_eq!(events.len(), 1, "the first event, before the cut");
+    assert!(stderr.contains("truncated"), "{stderr}");
+}
+
+#[test]
+fn an_event_still_open_at_the_end_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "end.wav",
+        &wav(16_000, 1, Enc::I16, &mixture(&[(2.0, 5.0)], 3.0)),
+    );
+    let (events, _, code) = detect(&[&f], None);
+    assert_eq!(code, 0);
+    assert_eq!(events.len(), 1);
+    assert!((events[0].onset - 2.0).abs() < 0.1 && events[0].offset > 2.9);
+}
+
+#[test]
+fn nan_samples_do_not_break_detection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut x = mixture_stereo(&[(1.0, 0.5)], 3.0);
+    for i in (0..x.len()).step_by(777) {
+        x[i] = f32::NAN;
+    }
+    let f = write(&dir, "nan.wav", &wav(44_100, 2, Enc::F32, &x));
+    let (events, stderr, code) = detect(&[&f], None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(events.len(), 1);
+    assert!(stderr.contains("NaN/inf samples replaced"), "{stderr}");
+}
+
+#[test]
+fn silence_gives_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "silence.wav",
+        &wav(16_000, 1, Enc::I16, &vec![0.0; 16_000 * 5]),
+    );
+    let (events, _, code) = detect(&[&f], None);
+    assert_eq!((events.len(), code), (0, 0));
+}
+
+#[test]
+fn thresholds_can_be_overridden_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "mix.wav",
+        &wav(16_000, 1, Enc::I16, &mixture(&[(1.0, 0.5)], 3.0)),
+    );
+    // The tone's smoothed score peaks near 1.0: a threshold above it finds nothing.
+    let (events, _, code) = detect(&["--threshold", "tone=0.99999", &f], None);
+    assert_eq!((events.len(), code), (0, 0));
+    let (_, stderr, code) = detect(&["--threshold", "siren=0.5", &f], None);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("siren"), "{stderr}");
+    let (_, stderr, code) = detect(&["--threshold", "tone=high", &f], None);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not a number"), "{stderr}");
+}
+
+#[test]
+fn a_bad_model_or_config_is_exit_code_2_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(&dir, "a.wav", &wav(16_000, 1, Enc::I16, &[0.0; 16_000]));
+    let model = write(&dir, "model.onnx", b"garbage");
+    let out = Command::new(HARK)
+        .args(["detect", "--model", &model, &f])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an ONNX model"));
+    let cfg = write(&dir, "c.toml", b"[postprocess]\nsmoothin = 0.1\n");
+    let (_, stderr, code) = detect(&["--config", &cfg, &f], None);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("smoothin"), "{stderr}");
+}
+
+#[test]
+fn the_table_format_is_for_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "mix.wav",
+        &wav(16_000, 1, Enc::I16, &mixture(&[(1.0, 0.5)], 3.0)),
+    );
+    let out = Command::new(HARK)
+        .args(["detect", "--format", "table", "--model"])
+        .arg(fixture("tone-detector.onnx"))
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("onset") && lines[1].contains("tone"));
+}
