@@ -264,7 +264,7 @@ pub fn run(args: &DetectArgs) -> Result<bool> {
     Ok(all_ok)
 }
 
-fn verbose_line(d: &Detector) {
+pub fn verbose_line(d: &Detector) {
     let post = d.postprocessor();
     let t = d.frontend().frames_out() as f64 * 0.01;
     let mut line = format!("{t:>8.2}s {:>6.1} dBFS", d.level().smoothed_dbfs());

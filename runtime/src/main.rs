@@ -11,7 +11,9 @@ use hark::frontend::{Frontend, FrontendConfig};
 use hark::model::Model;
 
 mod detect;
+mod listen;
 use detect::DetectArgs;
+use listen::ListenArgs;
 
 /// hark: real-time detection of rare sound events.
 #[derive(Parser, Debug)]
@@ -26,6 +28,9 @@ enum Command {
     /// Detect events in audio files (or raw PCM on stdin with FILE "-"): one JSON line per
     /// event on stdout, a summary per file on stderr. Runs far faster than real time.
     Detect(DetectArgs),
+    /// Live detection from the microphone (or any input device), as a long-running service:
+    /// one JSON line per event with its wall-clock time.
+    Listen(ListenArgs),
     /// Decode audio files and compute their log-mel features, streaming hop by hop; prints one
     /// JSON line per file (length, frames, levels) and optionally writes the features.
     Features {
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::Detect(args) => detect::run(&args),
+        Command::Listen(args) => listen::run(&args),
         Command::Features { files, out_dir } => features(&files, out_dir.as_deref()),
         Command::Info { model, json } => info(&model, json),
     }
