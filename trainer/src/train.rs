@@ -327,7 +327,7 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("batch_size must be positive");
         }
-        if !(self.learning_rate > 0.0) {
+        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
             return bad("learning_rate must be positive");
         }
         if self.model.hidden == 0 || self.model.layers == 0 || self.model.embedding == 0 {
@@ -342,7 +342,7 @@ impl TrainConfig {
         if self.data.sources.is_empty() && self.data.synthetic.is_none() {
             return bad("no data: give [[data.sources]] or [data.synthetic]");
         }
-        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+        if self.threshold.is_nan() || self.threshold <= 0.0 || self.threshold >= 1.0 {
             return bad("threshold must lie in (0, 1)");
         }
         if let Some(c) = &self.data.classes
@@ -760,6 +760,18 @@ fn is_better(metric: StopMetric, value: f64, best: Option<f64>, min_delta: f64) 
     }
 }
 
+/// How a classifier stage trains.
+#[derive(Debug, Clone, Copy)]
+struct ClassifierStage {
+    epochs: usize,
+    /// Learning rate of the embedding network relative to the classifier's.
+    net_lr_scale: f64,
+    /// Keep the embedding network fixed.
+    freeze: bool,
+    /// Weight the cross-entropy inversely to class frequency.
+    weighted: bool,
+}
+
 struct Ctx<'a> {
     cfg: &'a TrainConfig,
     data: &'a PreparedData,
@@ -1019,12 +1031,15 @@ impl Ctx<'_> {
         &mut self,
         stage: &str,
         net: EmbeddingNet<A>,
-        epochs: usize,
-        net_lr_scale: f64,
-        freeze: bool,
-        weighted: bool,
+        how: ClassifierStage,
         resume: Option<State>,
     ) -> Result<(EmbeddingNet<A>, Classifier<A>), TrainError> {
+        let ClassifierStage {
+            epochs,
+            net_lr_scale,
+            freeze,
+            weighted,
+        } = how;
         let train = &self.data.train;
         let counts = train.class_counts();
         let weights = if weighted {
@@ -1168,7 +1183,13 @@ pub fn train_prepared(
     let (net, clf) = match cfg.method {
         Method::WeightedCe => {
             let net = ctx.new_net();
-            ctx.classifier_stage("weighted_ce", net, cfg.epochs, 1.0, false, true, resume)?
+            let how = ClassifierStage {
+                epochs: cfg.epochs,
+                net_lr_scale: 1.0,
+                freeze: false,
+                weighted: true,
+            };
+            ctx.classifier_stage("weighted_ce", net, how, resume)?
         }
         Method::Centroid => {
             let (emb_resume, clf_resume) = match resume {
@@ -1187,10 +1208,12 @@ pub fn train_prepared(
                 ctx.classifier_stage(
                     "classifier",
                     net,
-                    cfg.classifier_epochs,
-                    cfg.finetune_lr_scale,
-                    cfg.freeze_embedding,
-                    cfg.classifier_weighted,
+                    ClassifierStage {
+                        epochs: cfg.classifier_epochs,
+                        net_lr_scale: cfg.finetune_lr_scale,
+                        freeze: cfg.freeze_embedding,
+                        weighted: cfg.classifier_weighted,
+                    },
                     clf_resume,
                 )?
             }
