@@ -2,8 +2,12 @@
 //! frontend (`hark::audio`, `hark::frontend`): there is no second implementation here.
 
 pub mod backend;
+pub mod data;
+pub mod eval;
+pub mod examples;
 pub mod export;
 pub mod features;
 pub mod kmeans;
 pub mod loss;
 pub mod model;
+pub mod train;

@@ -214,6 +214,16 @@ impl CentroidLoss {
         &self.cluster_class
     }
 
+    /// Re-clusterings so far (each varies the k-means seed); saved with a checkpoint.
+    pub fn rounds(&self) -> u64 {
+        self.rounds
+    }
+
+    /// Sets the re-clustering count (when restoring a checkpoint).
+    pub fn set_rounds(&mut self, rounds: u64) {
+        self.rounds = rounds;
+    }
+
     /// The cluster ids of class `c` (a contiguous range).
     pub fn clusters_of(&self, c: usize) -> std::ops::Range<usize> {
         let start = self.cluster_class.partition_point(|&x| x < c);

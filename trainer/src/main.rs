@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hark::frontend::FrontendConfig;
 use hark_trainer::features::features_of_file;
+use hark_trainer::train::{Progress, RunOptions, TrainConfig, run};
 
 /// hark-train: data preparation, training, evaluation and export for hark.
 #[derive(Parser, Debug)]
@@ -24,30 +25,105 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Train a model from a TOML configuration and export it as ONNX (`model.onnx` in the
+    /// output folder, beside `config.toml`, `metrics.csv`, `metrics.json`, `summary.json` and
+    /// `checkpoint/`).
+    Train {
+        /// The training configuration (TOML); relative paths in it are resolved against its
+        /// folder.
+        #[arg(long)]
+        config: PathBuf,
+        /// Output folder. Default `runs/<config file stem>`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from the checkpoint in the output folder.
+        #[arg(long)]
+        resume: bool,
+    },
+}
+
+fn features(files: Vec<PathBuf>) -> Result<()> {
+    let cfg = FrontendConfig::default();
+    for f in files {
+        let feats =
+            features_of_file(&cfg, &f).with_context(|| format!("features of {}", f.display()))?;
+        let n = feats.n_frames().max(1) as f32;
+        let band_mean: Vec<f32> = (0..cfg.n_mels)
+            .map(|m| {
+                (0..feats.n_frames())
+                    .map(|i| feats.frame(i)[m])
+                    .sum::<f32>()
+                    / n
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"file": f.display().to_string(), "frames": feats.n_frames(), "band_mean": band_mean})
+        );
+    }
+    Ok(())
+}
+
+fn train(config: PathBuf, out: Option<PathBuf>, resume: bool) -> Result<()> {
+    let cfg = TrainConfig::load(&config)
+        .with_context(|| format!("reading the configuration {}", config.display()))?;
+    let base_dir = config
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let out = out.unwrap_or_else(|| {
+        let stem = config.file_stem().unwrap_or_default().to_string_lossy();
+        PathBuf::from("runs").join(stem.as_ref())
+    });
+    if resume && !out.join("checkpoint").join("state.json").is_file() {
+        bail!("--resume: no checkpoint in {}", out.display());
+    }
+    let opts = RunOptions {
+        out_dir: Some(out.clone()),
+        resume,
+        base_dir,
+        stop_after_epochs: None,
+    };
+    eprintln!("training ({:?}) into {}", cfg.method, out.display());
+    let outcome = run(&cfg, &opts, &mut |p| match p {
+        Progress::Skipped(s) => {
+            eprintln!("warning: skipping {}: {}", s.path.display(), s.reason)
+        }
+        Progress::Info(m) => eprintln!("{m}"),
+        Progress::Epoch(r) => eprintln!(
+            "{:<11} epoch {:>3}  loss {:.4}  val loss {:.4}  val balanced acc {:.3}  val macro F1 {:.3}  ({:.2} s)",
+            r.stage,
+            r.epoch,
+            r.train_loss,
+            r.val_loss,
+            r.val_balanced_accuracy,
+            r.val_macro_f1,
+            r.seconds
+        ),
+    })
+    .with_context(|| format!("training with {}", config.display()))?;
+    let m = &outcome.val_metrics;
+    eprintln!(
+        "validation: balanced accuracy {:.3}, accuracy {:.3}, macro F1 {:.3}",
+        m.balanced_accuracy, m.accuracy, m.macro_f1
+    );
+    for c in &m.classes {
+        eprintln!(
+            "  {:<16} support {:>4}  precision {:.3}  recall {:.3}  F1 {:.3}",
+            c.class, c.support, c.precision, c.recall, c.f1
+        );
+    }
+    eprintln!("model written to {}", out.join("model.onnx").display());
+    Ok(())
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Features { files } => {
-            let cfg = FrontendConfig::default();
-            for f in files {
-                let feats = features_of_file(&cfg, &f)
-                    .with_context(|| format!("features of {}", f.display()))?;
-                let n = feats.n_frames().max(1) as f32;
-                let band_mean: Vec<f32> = (0..cfg.n_mels)
-                    .map(|m| {
-                        (0..feats.n_frames())
-                            .map(|i| feats.frame(i)[m])
-                            .sum::<f32>()
-                            / n
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::json!({"file": f.display().to_string(), "frames": feats.n_frames(), "band_mean": band_mean})
-                );
-            }
-            Ok(())
-        }
+        Command::Features { files } => features(files),
+        Command::Train {
+            config,
+            out,
+            resume,
+        } => train(config, out, resume),
     }
 }

@@ -1,0 +1,944 @@
+//! Training examples: fixed-length windows of log-mel frames with a class label, generated
+//! deterministically (one seed) from clips.
+//!
+//! - **Event windows** (DCASE 2017 Task 2 style): an event clip, augmented, mixed at a random
+//!   onset into a random stretch of a random background clip at an event-to-background ratio
+//!   drawn from [`ExampleConfig::ebr_db`] (RMS of the event over RMS of the background window,
+//!   in dB); labelled with the event's class.
+//! - **Background windows**: a stretch of a background clip, with a hard negative (a clip of
+//!   role [`Role::Negative`]) mixed in with probability [`ExampleConfig::negative_prob`];
+//!   labelled [`BACKGROUND`].
+//!
+//! Augmentation ([`AugmentConfig`]): gain, a one-pole low- or high-pass filter,
+//! reverberation (convolution with exponentially decaying noise), time stretch (resampling,
+//! which shifts pitch too) and pitch change (resampling, then overlap-add back to the original
+//! duration). The onset is the time shift.
+//!
+//! Features come from the runtime's [`Frontend`]; an [`ExampleSet`] holds them in memory and
+//! can be cached on disk, keyed by a hash of everything that went into it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use hark::frontend::{Frontend, FrontendConfig, FrontendConfigError};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{BACKGROUND, Clip, Role, fnv1a};
+use crate::kmeans::SplitMix64;
+
+/// The audio rate of clips (the frontend's input rate).
+pub const RATE: f32 = 16_000.0;
+
+/// Why examples cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ExampleError {
+    /// The frontend configuration cannot be computed.
+    #[error(transparent)]
+    Frontend(#[from] FrontendConfigError),
+    /// No clips to make examples from.
+    #[error("no {0} clips to make examples from")]
+    NoClips(&'static str),
+    /// The cache could not be read or written.
+    #[error("feature cache {path}: {problem}")]
+    Cache {
+        /// The cache file.
+        path: PathBuf,
+        /// What went wrong.
+        problem: String,
+    },
+    /// A configuration value is out of range.
+    #[error("example configuration: {0}")]
+    Config(String),
+}
+
+/// Augmentation settings; every augmentation is applied to an event (or hard negative) clip
+/// before mixing, each with its own probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Maximum gain change of the event, ± dB (uniform). Default 6.
+    pub gain_db: f32,
+    /// Probability of a one-pole filter (low- or high-pass, even odds). Default 0.3.
+    pub filter_prob: f32,
+    /// Low-pass cut-off range, Hz. Default [1500, 6000].
+    pub lowpass_hz: [f32; 2],
+    /// High-pass cut-off range, Hz. Default [100, 1000].
+    pub highpass_hz: [f32; 2],
+    /// Probability of reverberation. Default 0.3.
+    pub reverb_prob: f32,
+    /// Reverberation time (60 dB decay) range, seconds. Default [0.1, 0.6].
+    pub rt60_s: [f32; 2],
+    /// Wet/dry ratio of the reverberation (fraction of the impulse response's energy
+    /// relative to the direct path). Default 0.3.
+    pub reverb_wet: f32,
+    /// Probability of a time stretch. Default 0.3.
+    pub stretch_prob: f32,
+    /// Maximum stretch, ± fraction of the duration. Default 0.1.
+    pub stretch: f32,
+    /// Probability of a pitch change. Default 0.3.
+    pub pitch_prob: f32,
+    /// Maximum pitch change, ± semitones. Default 2.
+    pub pitch_semitones: f32,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            gain_db: 6.0,
+            filter_prob: 0.3,
+            lowpass_hz: [1500.0, 6000.0],
+            highpass_hz: [100.0, 1000.0],
+            reverb_prob: 0.3,
+            rt60_s: [0.1, 0.6],
+            reverb_wet: 0.3,
+            stretch_prob: 0.3,
+            stretch: 0.1,
+            pitch_prob: 0.3,
+            pitch_semitones: 2.0,
+        }
+    }
+}
+
+impl AugmentConfig {
+    /// No augmentation at all.
+    pub fn none() -> Self {
+        Self {
+            gain_db: 0.0,
+            filter_prob: 0.0,
+            reverb_prob: 0.0,
+            stretch_prob: 0.0,
+            pitch_prob: 0.0,
+            ..Self::default()
+        }
+    }
+}
+
+/// How examples are generated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExampleConfig {
+    /// Frames per window (10 ms each). Default 100 (1 s).
+    pub window_frames: usize,
+    /// Event-to-background ratios to draw from, dB. Default [-6, 0, 6].
+    pub ebr_db: Vec<f32>,
+    /// Event windows made from each event clip (each with its own background, onset, ratio
+    /// and augmentation). Default 2.
+    pub windows_per_event: usize,
+    /// Background windows per event window. Default 0.5.
+    pub background_ratio: f32,
+    /// Probability that a background window gets a hard negative mixed in (when there are
+    /// any). Default 0.5.
+    pub negative_prob: f32,
+    /// Smallest part of an event that must lie inside its window, as a fraction of the window
+    /// or of the event, whichever is shorter. Default 0.5.
+    pub min_event_fraction: f32,
+    /// Level of the background windows: RMS in dBFS drawn uniformly from this range. Default
+    /// [-40, -20].
+    pub background_dbfs: [f32; 2],
+    /// Augmentation.
+    pub augment: AugmentConfig,
+}
+
+impl Default for ExampleConfig {
+    fn default() -> Self {
+        Self {
+            window_frames: 100,
+            ebr_db: vec![-6.0, 0.0, 6.0],
+            windows_per_event: 2,
+            background_ratio: 0.5,
+            negative_prob: 0.5,
+            min_event_fraction: 0.5,
+            background_dbfs: [-40.0, -20.0],
+            augment: AugmentConfig::default(),
+        }
+    }
+}
+
+/// Random draws for example generation (SplitMix64 underneath).
+#[derive(Debug, Clone)]
+pub struct Rng(SplitMix64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Rng(SplitMix64::new(seed))
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn f32(&mut self) -> f32 {
+        self.0.next_f64() as f32
+    }
+
+    /// Uniform in `[a, b)`.
+    pub fn range(&mut self, a: f32, b: f32) -> f32 {
+        a + (b - a) * self.f32()
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0.below(n)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f32) -> bool {
+        self.f32() < p
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = self.0.next_f64().max(1e-12);
+        let u2 = self.0.next_f64();
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+
+    /// Shuffles a slice (Fisher–Yates).
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// Root mean square.
+pub fn rms(x: &[f32]) -> f32 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt()
+}
+
+/// dB to amplitude factor.
+pub fn db_to_gain(db: f32) -> f32 {
+    10f32.powf(db / 20.0)
+}
+
+/// One-pole low-pass `y[n] = y[n-1] + a (x[n] - y[n-1])`, `a = 1 - exp(-2π fc / rate)`.
+pub fn lowpass(x: &[f32], cutoff_hz: f32) -> Vec<f32> {
+    let a = 1.0 - (-2.0 * std::f32::consts::PI * cutoff_hz / RATE).exp();
+    let mut y = 0.0f32;
+    x.iter()
+        .map(|&v| {
+            y += a * (v - y);
+            y
+        })
+        .collect()
+}
+
+/// One-pole high-pass: the input minus its one-pole low-pass.
+pub fn highpass(x: &[f32], cutoff_hz: f32) -> Vec<f32> {
+    x.iter()
+        .zip(lowpass(x, cutoff_hz))
+        .map(|(a, b)| a - b)
+        .collect()
+}
+
+/// Reverberation: `x` convolved with `δ + h`, `h[n] = g · noise[n] · exp(-6.91 n / (rt60 ·
+/// rate))` (60 dB down after `rt60`), `g` chosen so that `h` has `wet` times the energy of
+/// the direct path. Output length `len(x) + len(h) - 1`, truncated to `len(x)` plus the tail.
+pub fn reverb(x: &[f32], rt60_s: f32, wet: f32, rng: &mut Rng) -> Vec<f32> {
+    let n = ((rt60_s * RATE) as usize).clamp(1, 16000);
+    let mut h: Vec<f32> = (0..n)
+        .map(|i| rng.normal() * (-6.91 * i as f32 / (rt60_s * RATE)).exp())
+        .collect();
+    let e: f32 = h.iter().map(|v| v * v).sum::<f32>().max(1e-12);
+    let g = (wet / e).sqrt();
+    h.iter_mut().for_each(|v| *v *= g);
+    // Direct convolution on a decimated impulse response keeps this cheap: taps every 4th
+    // sample (the IR is noise, so sparsity keeps its character), scaled to keep the energy.
+    let step = 4;
+    let scale = (step as f32).sqrt();
+    let mut y = vec![0.0f32; x.len() + n - 1];
+    y[..x.len()].copy_from_slice(x);
+    for k in (0..n).step_by(step) {
+        let hk = h[k] * scale;
+        for (i, &v) in x.iter().enumerate() {
+            y[i + k] += hk * v;
+        }
+    }
+    y
+}
+
+/// Linear-interpolation resampling by `factor` (output length `len / factor`): `factor > 1`
+/// shortens and raises the pitch.
+pub fn resample_linear(x: &[f32], factor: f32) -> Vec<f32> {
+    if x.is_empty() || factor <= 0.0 {
+        return x.to_vec();
+    }
+    let n_out = ((x.len() as f32 / factor).floor() as usize).max(1);
+    (0..n_out)
+        .map(|i| {
+            let t = i as f32 * factor;
+            let j = t.floor() as usize;
+            let f = t - j as f32;
+            let a = x[j.min(x.len() - 1)];
+            let b = x[(j + 1).min(x.len() - 1)];
+            a + f * (b - a)
+        })
+        .collect()
+}
+
+/// Overlap-add time stretch to `target_len` samples without changing the pitch: Hann grains
+/// of 512 samples written every 128 samples, read at the scaled position.
+pub fn ola_stretch(x: &[f32], target_len: usize) -> Vec<f32> {
+    const GRAIN: usize = 512;
+    const HOP: usize = 128;
+    if x.len() < GRAIN || target_len < GRAIN {
+        return resample_linear(x, x.len() as f32 / target_len.max(1) as f32);
+    }
+    let win: Vec<f32> = (0..GRAIN)
+        .map(|n| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * n as f32 / GRAIN as f32).cos())
+        .collect();
+    let mut y = vec![0.0f32; target_len];
+    let mut norm = vec![0.0f32; target_len];
+    let ratio = (x.len() - GRAIN) as f32 / (target_len - GRAIN).max(1) as f32;
+    let mut out = 0;
+    while out + GRAIN <= target_len {
+        let src = ((out as f32 * ratio) as usize).min(x.len() - GRAIN);
+        for k in 0..GRAIN {
+            y[out + k] += win[k] * x[src + k];
+            norm[out + k] += win[k];
+        }
+        out += HOP;
+    }
+    for (v, w) in y.iter_mut().zip(norm) {
+        if w > 1e-3 {
+            *v /= w;
+        }
+    }
+    y
+}
+
+/// Applies the configured augmentations to a clip.
+pub fn augment(x: &[f32], cfg: &AugmentConfig, rng: &mut Rng) -> Vec<f32> {
+    let mut y = x.to_vec();
+    if rng.chance(cfg.stretch_prob) {
+        let s = 1.0 + rng.range(-cfg.stretch, cfg.stretch);
+        y = resample_linear(&y, s);
+    }
+    if rng.chance(cfg.pitch_prob) {
+        let semis = rng.range(-cfg.pitch_semitones, cfg.pitch_semitones);
+        let len = y.len();
+        y = ola_stretch(&resample_linear(&y, 2f32.powf(semis / 12.0)), len);
+    }
+    if rng.chance(cfg.filter_prob) {
+        y = if rng.chance(0.5) {
+            lowpass(&y, rng.range(cfg.lowpass_hz[0], cfg.lowpass_hz[1]))
+        } else {
+            highpass(&y, rng.range(cfg.highpass_hz[0], cfg.highpass_hz[1]))
+        };
+    }
+    if rng.chance(cfg.reverb_prob) {
+        let rt = rng.range(cfg.rt60_s[0], cfg.rt60_s[1]);
+        y = reverb(&y, rt, cfg.reverb_wet, rng);
+    }
+    if cfg.gain_db > 0.0 {
+        let g = db_to_gain(rng.range(-cfg.gain_db, cfg.gain_db));
+        y.iter_mut().for_each(|v| *v *= g);
+    }
+    y
+}
+
+/// Mixes `event` into `background` (in place) starting at sample `onset` (the part past the
+/// end is cut), scaled so that the RMS of the event (over its whole length) is `ebr_db` above
+/// the RMS of the background window. Returns the gain applied to the event.
+pub fn mix_at_ebr(background: &mut [f32], event: &[f32], onset: usize, ebr_db: f32) -> f32 {
+    let bg = rms(background).max(1e-5);
+    let ev = rms(event).max(1e-9);
+    let g = bg * db_to_gain(ebr_db) / ev;
+    for (b, e) in background.iter_mut().skip(onset).zip(event) {
+        *b += g * e;
+    }
+    g
+}
+
+/// A stretch of `len` samples of `clip` starting at a random position (looped when the clip
+/// is shorter).
+fn random_stretch(clip: &[f32], len: usize, rng: &mut Rng) -> Vec<f32> {
+    if clip.is_empty() {
+        return vec![0.0; len];
+    }
+    let start = if clip.len() > len {
+        rng.below(clip.len() - len + 1)
+    } else {
+        0
+    };
+    (0..len).map(|i| clip[(start + i) % clip.len()]).collect()
+}
+
+/// The examples' features, labels and classes, in memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExampleSet {
+    /// Class names, label order ([`BACKGROUND`] first).
+    pub classes: Vec<String>,
+    /// Frames per window.
+    pub frames: usize,
+    /// Mel bands per frame.
+    pub n_mels: usize,
+    /// Label of every example.
+    pub labels: Vec<usize>,
+    /// Features, `examples × frames × n_mels`, row-major.
+    pub features: Vec<f32>,
+}
+
+impl ExampleSet {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Values per example.
+    pub fn example_size(&self) -> usize {
+        self.frames * self.n_mels
+    }
+
+    /// The features of example `i`.
+    pub fn example(&self, i: usize) -> &[f32] {
+        let s = self.example_size();
+        &self.features[i * s..(i + 1) * s]
+    }
+
+    /// Examples per class.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut c = vec![0; self.classes.len()];
+        for &l in &self.labels {
+            c[l] += 1;
+        }
+        c
+    }
+
+    /// Per-band mean and standard deviation over every frame of every example.
+    pub fn band_stats(&self) -> (Vec<f32>, Vec<f32>) {
+        let m = self.n_mels;
+        let mut sum = vec![0.0f64; m];
+        let mut sq = vec![0.0f64; m];
+        let rows = (self.features.len() / m).max(1);
+        for row in self.features.chunks_exact(m) {
+            for k in 0..m {
+                sum[k] += row[k] as f64;
+                sq[k] += (row[k] as f64).powi(2);
+            }
+        }
+        let mean: Vec<f32> = sum.iter().map(|s| (s / rows as f64) as f32).collect();
+        let std = sq
+            .iter()
+            .zip(&mean)
+            .map(|(q, &mu)| (q / rows as f64 - (mu as f64).powi(2)).max(1e-6).sqrt() as f32)
+            .collect();
+        (mean, std)
+    }
+
+    /// Normalises every band in place: `(x - mean) / std`.
+    pub fn normalize(&mut self, mean: &[f32], std: &[f32]) {
+        let m = self.n_mels;
+        for row in self.features.chunks_exact_mut(m) {
+            for k in 0..m {
+                row[k] = (row[k] - mean[k]) / std[k];
+            }
+        }
+    }
+
+    /// The batch of examples `idx` as a tensor `[batch, frames, n_mels]` and its labels.
+    pub fn batch<B: Backend>(
+        &self,
+        idx: &[usize],
+        device: &B::Device,
+    ) -> (Tensor<B, 3>, Vec<usize>) {
+        let s = self.example_size();
+        let mut data = Vec::with_capacity(idx.len() * s);
+        for &i in idx {
+            data.extend_from_slice(self.example(i));
+        }
+        let x = Tensor::from_data(
+            TensorData::new(data, [idx.len(), self.frames, self.n_mels]),
+            device,
+        );
+        (x, idx.iter().map(|&i| self.labels[i]).collect())
+    }
+
+    /// Labels as an int tensor `[batch]`.
+    pub fn labels_tensor<B: Backend>(labels: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+        let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+        Tensor::from_data(TensorData::new(v, [labels.len()]), device)
+    }
+
+    /// Writes the set to a binary file (a JSON header line, then little-endian f32 features).
+    pub fn save(&self, path: &Path) -> Result<(), ExampleError> {
+        let err = |e: std::io::Error| ExampleError::Cache {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(err)?;
+        }
+        let header = serde_json::json!({
+            "classes": self.classes, "frames": self.frames, "n_mels": self.n_mels,
+            "labels": self.labels,
+        });
+        let tmp = path.with_extension("tmp");
+        let mut f = std::io::BufWriter::new(fs::File::create(&tmp).map_err(err)?);
+        writeln!(f, "{header}").map_err(err)?;
+        for v in &self.features {
+            f.write_all(&v.to_le_bytes()).map_err(err)?;
+        }
+        f.flush().map_err(err)?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(err)
+    }
+
+    /// Reads a set written by [`Self::save`].
+    pub fn load(path: &Path) -> Result<Self, ExampleError> {
+        let err = |p: String| ExampleError::Cache {
+            path: path.to_path_buf(),
+            problem: p,
+        };
+        let mut bytes = Vec::new();
+        fs::File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| err(e.to_string()))?;
+        let nl = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| err("no header".into()))?;
+        #[derive(Deserialize)]
+        struct Header {
+            classes: Vec<String>,
+            frames: usize,
+            n_mels: usize,
+            labels: Vec<usize>,
+        }
+        let h: Header =
+            serde_json::from_slice(&bytes[..nl]).map_err(|e| err(format!("header: {e}")))?;
+        let body = &bytes[nl + 1..];
+        let expect = h.labels.len() * h.frames * h.n_mels * 4;
+        if body.len() != expect {
+            return Err(err(format!(
+                "{} feature bytes, expected {expect}",
+                body.len()
+            )));
+        }
+        let features = body
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(ExampleSet {
+            classes: h.classes,
+            frames: h.frames,
+            n_mels: h.n_mels,
+            labels: h.labels,
+            features,
+        })
+    }
+}
+
+/// The class list of a set of clips: [`BACKGROUND`] first, then the event classes sorted.
+pub fn class_list(clips: &[Clip]) -> Vec<String> {
+    let mut ev: Vec<String> = clips
+        .iter()
+        .filter(|c| c.role == Role::Event)
+        .map(|c| c.class.clone())
+        .collect();
+    ev.sort();
+    ev.dedup();
+    std::iter::once(BACKGROUND.to_string()).chain(ev).collect()
+}
+
+/// Generates the examples of `clips` (deterministic for `seed`), labelled by their index in
+/// `classes` (events of a class not in `classes` are skipped). Backgrounds come from the clips
+/// of role [`Role::Background`] (low-level white noise when there are none).
+pub fn generate(
+    clips: &[Clip],
+    classes: &[String],
+    cfg: &ExampleConfig,
+    frontend: &FrontendConfig,
+    seed: u64,
+) -> Result<ExampleSet, ExampleError> {
+    if cfg.window_frames == 0 || cfg.ebr_db.is_empty() {
+        return Err(ExampleError::Config(
+            "window_frames must be positive and ebr_db non-empty".into(),
+        ));
+    }
+    let mut fe = Frontend::new(frontend.clone())?;
+    let win = (cfg.window_frames - 1) * frontend.hop_length + frontend.window_length;
+    let label_of: BTreeMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let bg_label = *label_of.get(BACKGROUND).ok_or(ExampleError::Config(
+        "the class list must hold \"background\"".into(),
+    ))?;
+    let events: Vec<&Clip> = clips
+        .iter()
+        .filter(|c| c.role == Role::Event && label_of.contains_key(c.class.as_str()))
+        .collect();
+    let backgrounds: Vec<&Clip> = clips
+        .iter()
+        .filter(|c| c.role == Role::Background)
+        .collect();
+    let negatives: Vec<&Clip> = clips.iter().filter(|c| c.role == Role::Negative).collect();
+    if events.is_empty() && backgrounds.is_empty() {
+        return Err(ExampleError::NoClips("event or background"));
+    }
+    let mut rng = Rng::new(seed);
+    let mut set = ExampleSet {
+        classes: classes.to_vec(),
+        frames: cfg.window_frames,
+        n_mels: frontend.n_mels,
+        labels: Vec::new(),
+        features: Vec::new(),
+    };
+
+    let background_window = |rng: &mut Rng| -> Vec<f32> {
+        let mut w = if backgrounds.is_empty() {
+            (0..win).map(|_| rng.normal()).collect()
+        } else {
+            let b = backgrounds[rng.below(backgrounds.len())];
+            random_stretch(&b.samples, win, rng)
+        };
+        let target = db_to_gain(rng.range(cfg.background_dbfs[0], cfg.background_dbfs[1]));
+        let g = target / rms(&w).max(1e-6);
+        w.iter_mut().for_each(|v| *v *= g);
+        w
+    };
+    // Places an event in a window: onset such that at least the configured fraction lies
+    // inside.
+    let place = |ev_len: usize, rng: &mut Rng| -> usize {
+        let must = ((ev_len.min(win) as f32) * cfg.min_event_fraction) as usize;
+        rng.below(win - must.min(win) + 1)
+    };
+    let mut push = |samples: &[f32], label: usize, set: &mut ExampleSet| {
+        let (f, _) = fe.compute(samples);
+        debug_assert_eq!(f.len(), cfg.window_frames * frontend.n_mels);
+        set.features.extend_from_slice(&f);
+        set.labels.push(label);
+    };
+
+    let mut n_event_windows = 0usize;
+    for ev in &events {
+        let label = label_of[ev.class.as_str()];
+        for _ in 0..cfg.windows_per_event {
+            let mut w = background_window(&mut rng);
+            let e = augment(&ev.samples, &cfg.augment, &mut rng);
+            let onset = place(e.len(), &mut rng);
+            let ebr = cfg.ebr_db[rng.below(cfg.ebr_db.len())];
+            mix_at_ebr(&mut w, &e, onset, ebr);
+            push(&w, label, &mut set);
+            n_event_windows += 1;
+        }
+    }
+    let n_bg = if events.is_empty() {
+        backgrounds.len().max(1) * cfg.windows_per_event
+    } else {
+        (n_event_windows as f32 * cfg.background_ratio).round() as usize
+    };
+    for _ in 0..n_bg {
+        let mut w = background_window(&mut rng);
+        if !negatives.is_empty() && rng.chance(cfg.negative_prob) {
+            let neg = negatives[rng.below(negatives.len())];
+            let e = augment(&neg.samples, &cfg.augment, &mut rng);
+            let onset = place(e.len(), &mut rng);
+            let ebr = cfg.ebr_db[rng.below(cfg.ebr_db.len())];
+            mix_at_ebr(&mut w, &e, onset, ebr);
+        }
+        push(&w, bg_label, &mut set);
+    }
+    Ok(set)
+}
+
+/// The cache key of a generation: a hash of the configuration, frontend, seed, classes and
+/// every clip (name, class, role and samples).
+pub fn cache_key(
+    clips: &[Clip],
+    classes: &[String],
+    cfg: &ExampleConfig,
+    frontend: &FrontendConfig,
+    seed: u64,
+) -> String {
+    let meta = serde_json::json!({"cfg": cfg, "frontend": frontend, "seed": seed,
+        "classes": classes, "version": 1});
+    let mut h = fnv1a(meta.to_string().as_bytes());
+    for c in clips {
+        h ^= fnv1a(format!("{}|{}|{:?}|{}", c.name, c.class, c.role, c.samples.len()).as_bytes());
+        h = h.rotate_left(7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let bytes: Vec<u8> = c.samples.iter().flat_map(|v| v.to_le_bytes()).collect();
+        h ^= fnv1a(&bytes);
+    }
+    format!("{h:016x}")
+}
+
+/// [`generate`], through an on-disk cache in `cache_dir` when given (file
+/// `examples-<key>.bin`); a cache file that cannot be read is regenerated.
+pub fn generate_cached(
+    clips: &[Clip],
+    classes: &[String],
+    cfg: &ExampleConfig,
+    frontend: &FrontendConfig,
+    seed: u64,
+    cache_dir: Option<&Path>,
+) -> Result<ExampleSet, ExampleError> {
+    let Some(dir) = cache_dir else {
+        return generate(clips, classes, cfg, frontend, seed);
+    };
+    let path = dir.join(format!(
+        "examples-{}.bin",
+        cache_key(clips, classes, cfg, frontend, seed)
+    ));
+    if let Ok(set) = ExampleSet::load(&path) {
+        return Ok(set);
+    }
+    let set = generate(clips, classes, cfg, frontend, seed)?;
+    set.save(&path)?;
+    Ok(set)
+}
+
+/// Settings of the synthetic data set: tones, chirps and noise bursts at a 10:2:1 ratio (so
+/// imbalanced on purpose), low-level coloured-noise backgrounds, hum bursts as hard negatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyntheticConfig {
+    /// Clips of the rarest class (`noise_burst`); `chirp` gets twice, `tone` ten times as
+    /// many. Default 4.
+    pub unit: usize,
+    /// Background clips. Default 6.
+    pub backgrounds: usize,
+    /// Hard-negative clips (low hum bursts). Default 2.
+    pub negatives: usize,
+    /// Length of each background clip, seconds. Default 2.
+    pub background_seconds: f32,
+    /// Groups the clips are spread over (for splits): clip `i` of each kind goes to group
+    /// `synth<i % groups>`. Default 4.
+    pub groups: usize,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self {
+            unit: 4,
+            backgrounds: 6,
+            negatives: 2,
+            background_seconds: 2.0,
+            groups: 4,
+        }
+    }
+}
+
+/// The synthetic classes, with their share: `tone` 10, `chirp` 2, `noise_burst` 1.
+pub const SYNTHETIC_CLASSES: [(&str, usize); 3] = [("tone", 10), ("chirp", 2), ("noise_burst", 1)];
+
+fn envelope(n: usize, attack: usize, i: usize) -> f32 {
+    let a = (i as f32 / attack.max(1) as f32).min(1.0);
+    let r = ((n - i) as f32 / attack.max(1) as f32).min(1.0);
+    a.min(r)
+}
+
+/// Generates the synthetic clips (deterministic for `seed`).
+pub fn synthetic_clips(cfg: &SyntheticConfig, seed: u64) -> Vec<Clip> {
+    let mut rng = Rng::new(seed);
+    let tau = 2.0 * std::f32::consts::PI;
+    let mut clips = Vec::new();
+    let groups = cfg.groups.max(1);
+    // Clip `i` of a kind goes to group `i % groups`, so every group holds every kind in the
+    // same proportions.
+    let add = |clips: &mut Vec<Clip>, i: usize, class: &str, role: Role, samples: Vec<f32>| {
+        let kind = if role == Role::Negative {
+            "negative"
+        } else {
+            class
+        };
+        clips.push(Clip {
+            name: format!("synthetic/{kind}/{i}"),
+            class: class.into(),
+            role,
+            group: format!("synth{}", i % groups),
+            samples,
+        });
+    };
+    for (class, share) in SYNTHETIC_CLASSES {
+        for i in 0..cfg.unit * share {
+            let s: Vec<f32> = match class {
+                "tone" => {
+                    let n = (rng.range(0.25, 0.6) * RATE) as usize;
+                    let f = rng.range(400.0, 2500.0);
+                    (0..n)
+                        .map(|i| 0.5 * envelope(n, 160, i) * (tau * f * i as f32 / RATE).sin())
+                        .collect()
+                }
+                "chirp" => {
+                    let n = (rng.range(0.25, 0.5) * RATE) as usize;
+                    let (f0, f1) = (rng.range(300.0, 1000.0), rng.range(3000.0, 6000.0));
+                    let (f0, f1) = if rng.chance(0.5) { (f0, f1) } else { (f1, f0) };
+                    let dur = n as f32 / RATE;
+                    (0..n)
+                        .map(|i| {
+                            let t = i as f32 / RATE;
+                            let phase = tau * (f0 * t + 0.5 * (f1 - f0) / dur * t * t);
+                            0.5 * envelope(n, 160, i) * phase.sin()
+                        })
+                        .collect()
+                }
+                _ => {
+                    let n = (rng.range(0.1, 0.3) * RATE) as usize;
+                    let decay = rng.range(10.0, 30.0);
+                    (0..n)
+                        .map(|i| 0.4 * rng.normal() * (-decay * i as f32 / RATE).exp())
+                        .collect()
+                }
+            };
+            add(&mut clips, i, class, Role::Event, s);
+        }
+    }
+    for i in 0..cfg.backgrounds {
+        let n = (cfg.background_seconds * RATE) as usize;
+        let cut = rng.range(200.0, 2000.0);
+        let white: Vec<f32> = (0..n).map(|_| rng.normal() * 0.1).collect();
+        let hum = rng.range(50.0, 120.0);
+        let s: Vec<f32> = lowpass(&white, cut)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + 0.01 * (tau * hum * i as f32 / RATE).sin())
+            .collect();
+        add(&mut clips, i, BACKGROUND, Role::Background, s);
+    }
+    for i in 0..cfg.negatives {
+        let n = (rng.range(0.2, 0.5) * RATE) as usize;
+        let f = rng.range(150.0, 300.0);
+        let s: Vec<f32> = (0..n)
+            .map(|i| {
+                let p = (tau * f * i as f32 / RATE).sin();
+                0.4 * envelope(n, 400, i) * p.signum() * p.abs().sqrt()
+            })
+            .collect();
+        add(&mut clips, i, BACKGROUND, Role::Negative, s);
+    }
+    clips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(n: usize, f: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (2.0 * std::f32::consts::PI * f * i as f32 / RATE).sin())
+            .collect()
+    }
+
+    #[test]
+    fn mixing_hits_the_requested_ratio() {
+        for ebr in [-6.0f32, 0.0, 6.0] {
+            let mut bg: Vec<f32> = sine(16000, 100.0).iter().map(|v| v * 0.1).collect();
+            let bg0 = bg.clone();
+            let ev = sine(4000, 1000.0);
+            mix_at_ebr(&mut bg, &ev, 2000, ebr);
+            let added: Vec<f32> = bg.iter().zip(&bg0).map(|(a, b)| a - b).collect();
+            assert!(added[..2000].iter().all(|&v| v == 0.0));
+            let got = 20.0 * (rms(&added[2000..6000]) / rms(&bg0)).log10();
+            assert!((got - ebr).abs() < 0.05, "{got} vs {ebr}");
+        }
+        // An event running past the end is cut.
+        let mut bg = vec![0.1f32; 100];
+        mix_at_ebr(&mut bg, &[1.0; 50], 80, 0.0);
+        assert_eq!(bg.len(), 100);
+    }
+
+    #[test]
+    fn filters_pass_and_stop_where_they_should() {
+        let low = sine(16000, 100.0);
+        let high = sine(16000, 6000.0);
+        let r = |x: &[f32]| rms(&x[4000..]);
+        assert!(r(&lowpass(&low, 1000.0)) > 0.6);
+        assert!(r(&lowpass(&high, 300.0)) < 0.05);
+        assert!(r(&highpass(&high, 300.0)) > 0.6);
+        assert!(r(&highpass(&low, 3000.0)) < 0.05);
+    }
+
+    #[test]
+    fn resampling_and_stretch_lengths() {
+        let x = sine(16000, 440.0);
+        assert_eq!(resample_linear(&x, 2.0).len(), 8000);
+        assert_eq!(resample_linear(&x, 0.5).len(), 32000);
+        let y = ola_stretch(&x, 12000);
+        assert_eq!(y.len(), 12000);
+        // Pitch kept: the zero-crossing rate in the middle is still about 880/s.
+        let mid = &y[2000..10000];
+        let zc = mid.windows(2).filter(|w| w[0] < 0.0 && w[1] >= 0.0).count() as f32;
+        let rate = zc / (mid.len() as f32 / RATE);
+        assert!((rate - 440.0).abs() < 30.0, "{rate}");
+        // Reverberation adds a tail and keeps the direct sound.
+        let mut rng = Rng::new(1);
+        let r = reverb(&x[..1000], 0.2, 0.3, &mut rng);
+        assert_eq!(r.len(), 1000 + 3200 - 1);
+        assert!(rms(&r[1000..]) > 0.0);
+    }
+
+    #[test]
+    fn synthetic_ratio_and_determinism() {
+        let cfg = SyntheticConfig::default();
+        let clips = synthetic_clips(&cfg, 7);
+        let count = |c: &str| {
+            clips
+                .iter()
+                .filter(|x| x.class == c && x.role == Role::Event)
+                .count()
+        };
+        assert_eq!(
+            (count("tone"), count("chirp"), count("noise_burst")),
+            (40, 8, 4)
+        );
+        assert_eq!(synthetic_clips(&cfg, 7), clips);
+        assert_ne!(synthetic_clips(&cfg, 8), clips);
+        assert_eq!(
+            class_list(&clips),
+            vec!["background", "chirp", "noise_burst", "tone"]
+        );
+    }
+
+    #[test]
+    fn generation_is_deterministic_and_labelled() {
+        let cfg = SyntheticConfig {
+            unit: 1,
+            backgrounds: 2,
+            ..Default::default()
+        };
+        let clips = synthetic_clips(&cfg, 1);
+        let classes = class_list(&clips);
+        let ex = ExampleConfig {
+            window_frames: 20,
+            ..Default::default()
+        };
+        let fe = FrontendConfig::default();
+        let a = generate(&clips, &classes, &ex, &fe, 3).unwrap();
+        // 13 events x 2 windows, then round(26 * 0.5) background windows.
+        assert_eq!(a.len(), 26 + 13);
+        assert_eq!(a.class_counts(), vec![13, 4, 2, 20]);
+        assert_eq!(a.features.len(), a.len() * 20 * 64);
+        assert!(a.features.iter().all(|v| v.is_finite()));
+        assert_eq!(generate(&clips, &classes, &ex, &fe, 3).unwrap(), a);
+        assert_ne!(generate(&clips, &classes, &ex, &fe, 4).unwrap(), a);
+
+        // Disk cache: written once, read back identical.
+        let dir = tempfile::tempdir().unwrap();
+        let b = generate_cached(&clips, &classes, &ex, &fe, 3, Some(dir.path())).unwrap();
+        assert_eq!(b, a);
+        let files: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        let c = generate_cached(&clips, &classes, &ex, &fe, 3, Some(dir.path())).unwrap();
+        assert_eq!(c, a);
+        // Normalisation gives zero-mean, unit-variance bands.
+        let mut n = a.clone();
+        let (mu, sd) = n.band_stats();
+        n.normalize(&mu, &sd);
+        let (mu2, sd2) = n.band_stats();
+        assert!(mu2.iter().all(|m| m.abs() < 1e-3));
+        assert!(sd2.iter().all(|s| (s - 1.0).abs() < 1e-2));
+    }
+}
