@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing hark needs on a Debian/Ubuntu machine, skipping whatever
-# is already there: pkg-config and the ALSA headers (cpal), a C compiler, python3 with numpy
+# is already there: pkg-config and the ALSA headers (cpal), a C compiler, PulseAudio and
+# ALSA's pulse plugin (the capture tests), python3 with numpy
 # (the frontend's reference check) with onnx and onnxruntime (the second ONNX client). Rust itself comes from rustup (https://rustup.rs).
 set -euo pipefail
 
@@ -17,6 +18,10 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 pkg-config --exists alsa 2>/dev/null || need_apt+=(libasound2-dev)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+# The capture tests start a real sound server (PulseAudio with a null sink) and play into it.
+command -v pulseaudio >/dev/null 2>&1 || need_apt+=(pulseaudio)
+command -v paplay >/dev/null 2>&1 || need_apt+=(pulseaudio-utils)
+dpkg -s libasound2-plugins >/dev/null 2>&1 || need_apt+=(libasound2-plugins)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "setup: please install: ${need_apt[*]} (no apt-get on this machine)" >&2

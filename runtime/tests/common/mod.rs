@@ -89,3 +89,36 @@ pub fn wav(rate: u32, channels: u16, enc: Enc, samples: &[f32]) -> Vec<u8> {
     out.extend_from_slice(&data);
     out
 }
+
+/// Faint noise with 1 kHz tone bursts at the given (onset, length), at `rate` Hz, mono.
+pub fn mixture_at(rate: u32, bursts: &[(f32, f32)], seconds: f32) -> Vec<f32> {
+    let sr = rate as f32;
+    let n = (seconds * sr) as usize;
+    let mut state = 12345u64;
+    let mut x: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.06
+        })
+        .collect();
+    for &(on, len) in bursts {
+        let (a, b) = ((on * sr) as usize, (((on + len) * sr) as usize).min(n));
+        for (i, v) in x[a..b].iter_mut().enumerate() {
+            *v += 0.5 * (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / sr).sin();
+        }
+    }
+    x
+}
+
+/// The same at 16 kHz mono.
+pub fn mixture(bursts: &[(f32, f32)], seconds: f32) -> Vec<f32> {
+    mixture_at(16_000, bursts, seconds)
+}
+
+/// At 44.1 kHz, stereo interleaved.
+pub fn mixture_stereo(bursts: &[(f32, f32)], seconds: f32) -> Vec<f32> {
+    mixture_at(44_100, bursts, seconds)
+        .into_iter()
+        .flat_map(|s| [s, s])
+        .collect()
+}
