@@ -10,8 +10,13 @@ use hark::audio::AudioReader;
 use hark::frontend::{Frontend, FrontendConfig};
 use hark::model::Model;
 
+mod alloc_count;
+mod bench;
 mod detect;
 mod listen;
+
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 use detect::DetectArgs;
 use listen::ListenArgs;
 
@@ -42,6 +47,9 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Benchmark the whole per-hop pipeline: latency percentiles, real-time factor, peak
+    /// memory, allocations per hop.
+    Bench(bench::BenchArgs),
     /// Show a model's classes, thresholds, features, state size and provenance.
     Info {
         /// The model file (ONNX).
@@ -71,6 +79,7 @@ fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::Detect(args) => detect::run(&args),
         Command::Listen(args) => listen::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Features { files, out_dir } => features(&files, out_dir.as_deref()),
         Command::Info { model, json } => info(&model, json),
     }

@@ -271,3 +271,32 @@ fn the_table_format_is_for_people() {
     assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[0].contains("onset") && lines[1].contains("tone"));
 }
+
+#[test]
+fn bench_reports_latency_real_time_factor_memory_and_allocations() {
+    let out = Command::new(HARK)
+        .args(["bench", "--seconds", "3", "--json", "--model"])
+        .arg(fixture("tone-detector.onnx"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["hops"], 300);
+    let h = &v["hop_us"];
+    let (p50, p90, p99, max) = (
+        h["p50"].as_f64().unwrap(),
+        h["p90"].as_f64().unwrap(),
+        h["p99"].as_f64().unwrap(),
+        h["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= max, "{h}");
+    assert!(v["real_time_factor"].as_f64().unwrap() > 0.0);
+    assert!(v["allocations_per_hop"].as_f64().unwrap() >= 0.0);
+    assert!(v["peak_rss_mb"].as_f64().unwrap() > 1.0);
+    // The generated audio has a 1 kHz tone for one second in seven: the detector finds it.
+    assert!(v["events"].as_u64().unwrap() >= 1, "{v}");
+}
