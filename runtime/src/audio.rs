@@ -593,6 +593,32 @@ impl<R: Read> PcmReader<R> {
     }
 }
 
+/// A source of mono samples at [`TARGET_RATE`], chunk by chunk: a decoded file or raw PCM.
+pub trait ChunkSource {
+    /// The next chunk; `Ok(None)` at the end. An error comes after the last readable samples.
+    fn next_chunk(&mut self) -> Result<Option<&[f32]>, AudioError>;
+    /// Non-finite samples replaced by 0.0 before resampling.
+    fn nonfinite_samples(&self) -> u64;
+}
+
+impl ChunkSource for AudioReader {
+    fn next_chunk(&mut self) -> Result<Option<&[f32]>, AudioError> {
+        AudioReader::next_chunk(self)
+    }
+    fn nonfinite_samples(&self) -> u64 {
+        AudioReader::nonfinite_samples(self)
+    }
+}
+
+impl<R: Read> ChunkSource for PcmReader<R> {
+    fn next_chunk(&mut self) -> Result<Option<&[f32]>, AudioError> {
+        PcmReader::next_chunk(self)
+    }
+    fn nonfinite_samples(&self) -> u64 {
+        PcmReader::nonfinite_samples(self)
+    }
+}
+
 /// A whole decoded file: mono samples at [`TARGET_RATE`].
 #[derive(Debug, Clone)]
 pub struct Decoded {

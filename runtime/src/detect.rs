@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use hark::audio::{AudioReader, PcmFormat, PcmReader};
+use hark::audio::{AudioReader, ChunkSource, PcmFormat, PcmReader};
 use hark::model::Model;
 use hark::pipeline::{Detector, EventRecord};
 use hark::postprocess::{Event, PostprocessConfig};
@@ -186,50 +186,43 @@ pub fn run(args: &DetectArgs) -> Result<bool> {
             }
             r.err().map(|e| e.to_string())
         };
-        if name == "-" {
-            let stdin = std::io::stdin().lock();
-            let mut reader =
-                PcmReader::new(stdin, "<stdin>", args.raw_format, args.rate, args.channels)?;
-            loop {
-                match reader.next_chunk() {
-                    Ok(Some(chunk)) => {
-                        if let Some(p) = feed(&mut detector, chunk, &mut on_event) {
-                            problem = Some(p);
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        problem = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
-            reader_nonfinite = reader.nonfinite_samples();
+        let source: Result<Box<dyn ChunkSource>, String> = if name == "-" {
+            PcmReader::new(
+                std::io::stdin().lock(),
+                "<stdin>",
+                args.raw_format,
+                args.rate,
+                args.channels,
+            )
+            .map(|r| Box::new(r) as Box<dyn ChunkSource>)
+            .map_err(|e| e.to_string())
         } else {
-            match AudioReader::open(path) {
-                Err(e) => {
-                    problem = Some(e.to_string());
-                    opened = false;
-                }
-                Ok(mut reader) => {
-                    loop {
-                        match reader.next_chunk() {
-                            Ok(Some(chunk)) => {
-                                if let Some(p) = feed(&mut detector, chunk, &mut on_event) {
-                                    problem = Some(p);
-                                    break;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                problem = Some(e.to_string());
+            AudioReader::open(path)
+                .map(|r| Box::new(r) as Box<dyn ChunkSource>)
+                .map_err(|e| e.to_string())
+        };
+        match source {
+            Err(e) => {
+                problem = Some(e);
+                opened = false;
+            }
+            Ok(mut reader) => {
+                loop {
+                    match reader.next_chunk() {
+                        Ok(Some(chunk)) => {
+                            if let Some(p) = feed(&mut detector, chunk, &mut on_event) {
+                                problem = Some(p);
                                 break;
                             }
                         }
+                        Ok(None) => break,
+                        Err(e) => {
+                            problem = Some(e.to_string());
+                            break;
+                        }
                     }
-                    reader_nonfinite = reader.nonfinite_samples();
                 }
+                reader_nonfinite = reader.nonfinite_samples();
             }
         }
         // Events still open at the end (or before a read error) are reported, never lost.
