@@ -2,6 +2,7 @@
 //! frontend (`hark::audio`, `hark::frontend`): there is no second implementation here.
 
 pub mod backend;
+pub mod card;
 pub mod data;
 pub mod eval;
 pub mod examples;

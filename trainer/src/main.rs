@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hark::frontend::FrontendConfig;
+use hark_trainer::card::export_run;
 use hark_trainer::features::features_of_file;
 use hark_trainer::train::{Progress, RunOptions, TrainConfig, run};
 
@@ -39,6 +40,19 @@ enum Command {
         /// Continue from the checkpoint in the output folder.
         #[arg(long)]
         resume: bool,
+    },
+    /// Export a finished training run (its `config.toml` and best checkpoint) as ONNX, with
+    /// its model card (markdown) beside it (`NAME.md` for `NAME.onnx`).
+    Export {
+        /// The training output folder.
+        run_dir: PathBuf,
+        /// The ONNX file to write, e.g. `models/NAME.onnx`.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// JSON object of detection thresholds, `{"class": 0.6, ...}`, one for every event
+        /// class, each in (0, 1); replaces the run's thresholds.
+        #[arg(long)]
+        thresholds: Option<PathBuf>,
     },
 }
 
@@ -83,6 +97,7 @@ fn train(config: PathBuf, out: Option<PathBuf>, resume: bool) -> Result<()> {
         resume,
         base_dir,
         stop_after_epochs: None,
+        config_path: Some(config.clone()),
     };
     eprintln!("training ({:?}) into {}", cfg.method, out.display());
     let outcome = run(&cfg, &opts, &mut |p| match p {
@@ -117,6 +132,18 @@ fn train(config: PathBuf, out: Option<PathBuf>, resume: bool) -> Result<()> {
     Ok(())
 }
 
+fn export(run_dir: PathBuf, output: PathBuf, thresholds: Option<PathBuf>) -> Result<()> {
+    let done = export_run(&run_dir, &output, thresholds.as_deref())
+        .with_context(|| format!("exporting {}", run_dir.display()))?;
+    eprintln!(
+        "model written to {} ({} bytes), model card to {}",
+        done.onnx.display(),
+        done.onnx_bytes,
+        done.card.display()
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Features { files } => features(files),
@@ -125,5 +152,10 @@ fn main() -> Result<()> {
             out,
             resume,
         } => train(config, out, resume),
+        Command::Export {
+            run_dir,
+            output,
+            thresholds,
+        } => export(run_dir, output, thresholds),
     }
 }

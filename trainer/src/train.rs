@@ -399,6 +399,9 @@ pub struct RunOptions {
     pub base_dir: PathBuf,
     /// Stop after this many epochs in all (simulates an interruption, for tests).
     pub stop_after_epochs: Option<usize>,
+    /// The configuration file the run was started from, recorded in `checkpoint/data.json`
+    /// for the model card's reproduction command. Default none.
+    pub config_path: Option<PathBuf>,
 }
 
 /// The prepared data: classes, normalised training and validation examples, normalisation.
@@ -735,6 +738,22 @@ impl Checkpoints {
     }
 }
 
+/// The embedding network's configuration.
+fn net_config(cfg: &TrainConfig) -> EmbeddingNetConfig {
+    let m = &cfg.model;
+    EmbeddingNetConfig::new()
+        .with_n_mels(cfg.frontend.n_mels)
+        .with_hidden(m.hidden)
+        .with_layers(m.layers)
+        .with_embedding(m.embedding)
+        .with_forget_bias(m.forget_bias)
+}
+
+/// The classifier's configuration.
+fn classifier_config(cfg: &TrainConfig, n_classes: usize) -> ClassifierConfig {
+    ClassifierConfig::new(n_classes).with_embedding(cfg.model.embedding)
+}
+
 /// Seeds burn's generator on the training device.
 fn seed_burn(seed: u64) {
     <A as Backend>::seed(&Default::default(), seed);
@@ -792,26 +811,14 @@ impl Ctx<'_> {
         }
     }
 
-    fn net_config(&self) -> EmbeddingNetConfig {
-        let m = &self.cfg.model;
-        EmbeddingNetConfig::new()
-            .with_n_mels(self.cfg.frontend.n_mels)
-            .with_hidden(m.hidden)
-            .with_layers(m.layers)
-            .with_embedding(m.embedding)
-            .with_forget_bias(m.forget_bias)
-    }
-
     fn new_net(&self) -> EmbeddingNet<A> {
         seed_burn(self.cfg.seed);
-        self.net_config().init(&Default::default())
+        net_config(self.cfg).init(&Default::default())
     }
 
     fn new_classifier(&self) -> Classifier<A> {
         seed_burn(self.cfg.seed ^ 0xC1A5_5000);
-        ClassifierConfig::new(self.data.classes.len())
-            .with_embedding(self.cfg.model.embedding)
-            .init(&Default::default())
+        classifier_config(self.cfg, self.data.classes.len()).init(&Default::default())
     }
 
     /// Whether the epoch budget of this run is spent.
@@ -1268,11 +1275,169 @@ pub fn metadata(cfg: &TrainConfig, out: &TrainOutcome) -> ModelMetadata {
     }
 }
 
-/// The ONNX model of a trained outcome (normalisation folded in).
-pub fn export_onnx(cfg: &TrainConfig, out: &TrainOutcome) -> Result<Vec<u8>, TrainError> {
+/// The streaming network of a trained outcome, normalisation folded in.
+pub fn streaming_net(out: &TrainOutcome) -> StreamingNet {
     let mut sn = StreamingNet::from_models(&out.net, &out.classifier);
     fold_normalization(&mut sn, &out.normalization.0, &out.normalization.1);
-    Ok(sn.to_onnx(&metadata(cfg, out))?)
+    sn
+}
+
+/// The ONNX model of a trained outcome (normalisation folded in).
+pub fn export_onnx(cfg: &TrainConfig, out: &TrainOutcome) -> Result<Vec<u8>, TrainError> {
+    Ok(streaming_net(out).to_onnx(&metadata(cfg, out))?)
+}
+
+/// Clips of one class (or role) in the training and validation splits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClipCounts {
+    /// Training clips.
+    pub train: usize,
+    /// Validation clips.
+    pub val: usize,
+}
+
+/// What a run records about its data in `checkpoint/data.json`: enough, with the checkpoint,
+/// to rebuild the trained models and export them without the data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunData {
+    /// Class names, output order.
+    pub classes: Vec<String>,
+    /// Training examples (windows) per class.
+    pub train_examples: Vec<usize>,
+    /// Validation examples (windows) per class.
+    pub val_examples: Vec<usize>,
+    /// Clips per event class, `"background"` (ambient clips) and `"hard negatives"`.
+    pub clips: BTreeMap<String, ClipCounts>,
+    /// Per-band feature mean of the training set.
+    pub mean: Vec<f32>,
+    /// Per-band feature standard deviation of the training set.
+    pub std: Vec<f32>,
+    /// Folder relative paths of the configuration were resolved against.
+    pub base_dir: PathBuf,
+    /// The configuration file the run was started from, when known.
+    pub config_path: Option<PathBuf>,
+}
+
+impl RunData {
+    fn new(cfg: &TrainConfig, clips: &[Clip], data: &PreparedData, opts: &RunOptions) -> Self {
+        let mut counts: BTreeMap<String, ClipCounts> = BTreeMap::new();
+        for c in clips {
+            let key = match c.role {
+                crate::data::Role::Negative => "hard negatives".to_string(),
+                _ => c.class.clone(),
+            };
+            let e = counts.entry(key).or_default();
+            if cfg.data.split.is_val(&c.group) {
+                e.val += 1;
+            } else {
+                e.train += 1;
+            }
+        }
+        Self {
+            classes: data.classes.clone(),
+            train_examples: data.train.class_counts(),
+            val_examples: data.val.class_counts(),
+            clips: counts,
+            mean: data.mean.clone(),
+            std: data.std.clone(),
+            base_dir: opts.base_dir.clone(),
+            config_path: opts.config_path.clone(),
+        }
+    }
+}
+
+/// A finished run read back from its output folder.
+#[derive(Debug, Clone)]
+pub struct TrainedRun {
+    /// The run's folder.
+    pub dir: PathBuf,
+    /// `config.toml` as written by the run (text).
+    pub config_toml: String,
+    /// The configuration.
+    pub config: TrainConfig,
+    /// `checkpoint/data.json`.
+    pub data: RunData,
+    /// The best models of the checkpoint, the history of `metrics.json` and the validation
+    /// metrics of `summary.json`.
+    pub outcome: TrainOutcome,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TrainError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    serde_json::from_slice(&bytes).map_err(|e| TrainError::Io {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+    })
+}
+
+/// Reads a finished training run from its output folder: `config.toml`, the best models of
+/// `checkpoint/` (`best_net`, `best_clf`), `checkpoint/data.json` (classes, normalisation),
+/// `metrics.json` and `summary.json`. A folder without a checkpoint, or whose training has not
+/// finished, is an error saying so.
+pub fn load_trained(run_dir: &Path) -> Result<TrainedRun, TrainError> {
+    let missing = |what: String| TrainError::Io {
+        path: run_dir.to_path_buf(),
+        problem: what,
+    };
+    let ck = Checkpoints {
+        dir: Some(run_dir.join("checkpoint")),
+    };
+    let state = ck.path("state.json").expect("a folder");
+    if !state.is_file() {
+        return Err(missing(
+            "no checkpoint (checkpoint/state.json): not a training output folder".into(),
+        ));
+    }
+    let cfg_path = run_dir.join("config.toml");
+    let config_toml = fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
+    let config = TrainConfig::from_toml(&config_toml).map_err(|e| match e {
+        TrainError::Config(m) => TrainError::Config(format!("{}: {m}", cfg_path.display())),
+        e => e,
+    })?;
+    let summary_path = run_dir.join("summary.json");
+    if !summary_path.is_file() {
+        return Err(missing(
+            "training has not finished (no summary.json); continue it with `hark-train train --resume`"
+                .into(),
+        ));
+    }
+    let data_path = ck.path("data.json").expect("a folder");
+    if !data_path.is_file() {
+        return Err(missing(
+            "no checkpoint/data.json (normalisation and classes): trained by an older hark-train; train it again".into(),
+        ));
+    }
+    let data: RunData = read_json(&data_path)?;
+    let summary: serde_json::Value = read_json(&summary_path)?;
+    let val_metrics: WindowMetrics = serde_json::from_value(summary["val_metrics"].clone())
+        .map_err(|e| TrainError::Io {
+            path: summary_path.clone(),
+            problem: format!("val_metrics: {e}"),
+        })?;
+    let history: Vec<EpochRecord> = read_json(&run_dir.join("metrics.json"))?;
+    let device = Default::default();
+    let net: EmbeddingNet<A> = ck.load_module("best_net", net_config(&config).init(&device))?;
+    let clf: Classifier<A> = ck.load_module(
+        "best_clf",
+        classifier_config(&config, data.classes.len()).init(&device),
+    )?;
+    let outcome = TrainOutcome {
+        history,
+        net: net.valid(),
+        classifier: clf.valid(),
+        classes: data.classes.clone(),
+        val_metrics,
+        train_counts: data.train_examples.clone(),
+        normalization: (data.mean.clone(), data.std.clone()),
+        interrupted: false,
+    };
+    Ok(TrainedRun {
+        dir: run_dir.to_path_buf(),
+        config_toml,
+        config,
+        data,
+        outcome,
+    })
 }
 
 /// The whole run: loads the data, trains, and (with an output folder) writes `config.toml`,
@@ -1290,6 +1455,13 @@ pub fn run(
     }
     let clips = load_data_clips(cfg, &opts.base_dir, progress)?;
     let data = prepare_data(cfg, &clips, &opts.base_dir)?;
+    if let Some(d) = &opts.out_dir {
+        let dir = d.join("checkpoint");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let p = dir.join("data.json");
+        let rd = RunData::new(cfg, &clips, &data, opts);
+        fs::write(&p, serde_json::to_vec_pretty(&rd).expect("serialisable")).map_err(io_err(&p))?;
+    }
     progress(Progress::Info(format!(
         "classes {:?}; training examples per class {:?}, validation {:?}",
         data.classes,

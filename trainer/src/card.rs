@@ -1,0 +1,1076 @@
+//! `hark-train export`: a finished run's best checkpoint to ONNX, and its model card.
+//!
+//! The model card is markdown written beside the ONNX file (`NAME.md` for `NAME.onnx`). Every
+//! figure in it comes from what the run wrote (`config.toml`, `checkpoint/data.json`,
+//! `metrics.json`, `summary.json`), from the exported network itself (parameters,
+//! multiply-adds per hop, file size) or from the data manifests the configuration names.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use hark::model::ModelMetadata;
+
+use crate::data::{BACKGROUND, ClassMap, Role, Source, split_fields};
+use crate::eval::WindowMetrics;
+use crate::examples::SYNTHETIC_CLASSES;
+use crate::train::{
+    EpochRecord, Method, RunData, TrainConfig, TrainError, load_trained, metadata, streaming_net,
+};
+
+/// Sizes and costs of the exported network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Architecture {
+    /// Feature bands (input).
+    pub n_mels: usize,
+    /// LSTM layers.
+    pub layers: usize,
+    /// LSTM hidden size.
+    pub hidden: usize,
+    /// Embedding size.
+    pub embedding: usize,
+    /// Output classes (background included).
+    pub n_classes: usize,
+    /// Trainable parameters of the embedding network and the classifier.
+    pub parameters: usize,
+    /// [`crate::export::StreamingNet::multiply_adds_per_hop`].
+    pub multiply_adds_per_hop: usize,
+    /// Size of the ONNX file, bytes.
+    pub file_bytes: usize,
+}
+
+/// One package of a manifest: its version, licence and files per target class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageRow {
+    /// Package name.
+    pub package: String,
+    /// Version(s) listed for it.
+    pub version: String,
+    /// Licence(s) listed for it.
+    pub license: String,
+    /// Files per target class (after the class map; `"hard negatives"`, `"dropped"`).
+    pub files: BTreeMap<String, usize>,
+}
+
+/// What a data source of the configuration holds, as far as it can be read now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSummary {
+    /// `kind` and path, as in the configuration.
+    pub description: String,
+    /// Packages of a manifest with `package`, `version` and `license` columns.
+    pub packages: Option<Vec<PackageRow>>,
+    /// Files per target class (after the class map).
+    pub files: BTreeMap<String, usize>,
+    /// Why the source could not be read, if it could not.
+    pub problem: Option<String>,
+}
+
+/// Everything the model card shows.
+#[derive(Debug, Clone)]
+pub struct CardInput<'a> {
+    /// The model's name (the ONNX file's stem).
+    pub name: &'a str,
+    /// The ONNX file's name.
+    pub file_name: &'a str,
+    /// The training configuration.
+    pub config: &'a TrainConfig,
+    /// The configuration as the run wrote it (`config.toml`).
+    pub config_toml: &'a str,
+    /// The exported metadata (classes, thresholds, frontend).
+    pub metadata: &'a ModelMetadata,
+    /// The network.
+    pub architecture: Architecture,
+    /// `metrics.json`: every epoch.
+    pub history: &'a [EpochRecord],
+    /// `summary.json`'s validation metrics of the exported models.
+    pub val_metrics: &'a WindowMetrics,
+    /// `checkpoint/data.json`.
+    pub data: &'a RunData,
+    /// The configuration's data sources.
+    pub sources: &'a [SourceSummary],
+    /// The commands that reproduce the model.
+    pub reproduce: &'a str,
+}
+
+/// Fewer training clips than this in an event class is listed as a weakness.
+pub const FEW_CLIPS: usize = 20;
+/// Fewer validation windows than this in a class is listed as a weakness.
+pub const FEW_VAL_WINDOWS: usize = 50;
+/// Validation precision or recall below this is listed as a weakness.
+pub const LOW_SCORE: f64 = 0.7;
+
+fn target_key(map: &ClassMap, class: &str) -> String {
+    match map.target(class) {
+        None => "dropped".into(),
+        Some((_, Role::Negative)) => "hard negatives".into(),
+        Some((t, _)) => t,
+    }
+}
+
+fn join_set(s: &BTreeSet<String>) -> String {
+    s.iter().cloned().collect::<Vec<_>>().join(", ")
+}
+
+/// Versions, licences and files per class of one package, while a manifest is read.
+type PackageAcc = (BTreeSet<String>, BTreeSet<String>, BTreeMap<String, usize>);
+
+/// Reads a manifest's packages (when it has `package`, `version` and `license` columns) and
+/// its files per target class.
+fn summarise_manifest(path: &Path, map: &ClassMap) -> Result<SourceSummary, String> {
+    let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<String> = split_fields(
+        lines
+            .next()
+            .ok_or("empty manifest")?
+            .trim_start_matches('\u{feff}'),
+        '\t',
+    )
+    .into_iter()
+    .map(|h| h.trim().to_string())
+    .collect();
+    let col = |n: &str| header.iter().position(|h| h == n);
+    let class_col = col("class").ok_or("no `class` column")?;
+    let pkg_cols = match (col("package"), col("version"), col("license")) {
+        (Some(p), Some(v), Some(l)) => Some((p, v, l)),
+        _ => None,
+    };
+    let mut files = BTreeMap::new();
+    let mut packages: BTreeMap<String, PackageAcc> = BTreeMap::new();
+    for line in lines {
+        let row = split_fields(line.trim_end_matches('\r'), '\t');
+        let field = |i: usize| row.get(i).map(|s| s.trim().to_string()).unwrap_or_default();
+        let key = target_key(map, &field(class_col));
+        *files.entry(key.clone()).or_insert(0) += 1;
+        if let Some((p, v, l)) = pkg_cols {
+            let e = packages.entry(field(p)).or_default();
+            e.0.insert(field(v));
+            e.1.insert(field(l));
+            *e.2.entry(key).or_insert(0) += 1;
+        }
+    }
+    Ok(SourceSummary {
+        description: String::new(),
+        packages: pkg_cols.map(|_| {
+            packages
+                .into_iter()
+                .map(|(package, (v, l, files))| PackageRow {
+                    package,
+                    version: join_set(&v),
+                    license: join_set(&l),
+                    files,
+                })
+                .collect()
+        }),
+        files,
+        problem: None,
+    })
+}
+
+/// Summarises a data source of the configuration; relative paths resolve against `base`. A
+/// source that cannot be read now gives a summary saying why.
+pub fn summarise_source(src: &Source, base: &Path, map: &ClassMap) -> SourceSummary {
+    let (kind, path) = match src {
+        Source::Manifest { path } => ("manifest", path),
+        Source::Folders { path } => ("folders", path),
+        Source::Esc50 { path } => ("esc50", path),
+        Source::UrbanSound8k { path } => ("urban_sound8k", path),
+    };
+    let description = format!("{kind} `{}`", path.display());
+    let result = match src {
+        Source::Manifest { path } => summarise_manifest(&base.join(path), map),
+        _ => src.items(base).map_err(|e| e.to_string()).map(|items| {
+            let mut files = BTreeMap::new();
+            for it in &items {
+                *files.entry(target_key(map, &it.class)).or_insert(0) += 1;
+            }
+            SourceSummary {
+                description: String::new(),
+                packages: None,
+                files,
+                problem: None,
+            }
+        }),
+    };
+    match result {
+        Ok(s) => SourceSummary { description, ..s },
+        Err(problem) => SourceSummary {
+            description,
+            packages: None,
+            files: BTreeMap::new(),
+            problem: Some(problem),
+        },
+    }
+}
+
+fn counts(m: &BTreeMap<String, usize>) -> String {
+    m.iter()
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn method_text(m: Method) -> &'static str {
+    match m {
+        Method::Centroid => {
+            "`centroid`: the embedding network trained with the clustered-centroid loss \
+             (stage `embedding`), then a classifier trained on the embeddings with \
+             cross-entropy while the network is fine-tuned (stage `classifier`)"
+        }
+        Method::WeightedCe => {
+            "`weighted_ce`: the network and classifier trained end to end with cross-entropy \
+             weighted inversely to class frequency (the baseline)"
+        }
+    }
+}
+
+/// The model card (markdown). Pure: every figure comes from `input`.
+pub fn model_card(input: &CardInput) -> String {
+    let mut s = String::new();
+    let cfg = input.config;
+    let meta = input.metadata;
+    let a = &input.architecture;
+    let data = input.data;
+    let synthetic_only = cfg.data.sources.is_empty() && cfg.data.synthetic.is_some();
+    let _ = writeln!(s, "# {}\n", input.name);
+    let _ = writeln!(
+        s,
+        "Streaming sound event detector for hark (`{}`), trained by {} with the `{}` method.{}\n",
+        input.file_name,
+        meta.training
+            .get("trainer")
+            .and_then(|t| t.as_str())
+            .unwrap_or("hark-trainer"),
+        match cfg.method {
+            Method::Centroid => "centroid",
+            Method::WeightedCe => "weighted_ce",
+        },
+        if synthetic_only {
+            " It was **trained on synthetic sounds only** (see Data)."
+        } else {
+            ""
+        }
+    );
+
+    // Classes.
+    let _ = writeln!(s, "## Classes and thresholds\n");
+    let _ = writeln!(
+        s,
+        "| class | threshold | training clips | validation clips | training windows | validation windows |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for (i, c) in meta.classes.iter().enumerate() {
+        let th = if meta.background.as_deref() == Some(c.as_str()) {
+            "(background)".to_string()
+        } else {
+            meta.thresholds
+                .get(c)
+                .map_or("?".into(), |t| format!("{t}"))
+        };
+        let clips = data.clips.get(c).cloned().unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| {c} | {th} | {} | {} | {} | {} |",
+            clips.train,
+            clips.val,
+            data.train_examples.get(i).copied().unwrap_or(0),
+            data.val_examples.get(i).copied().unwrap_or(0)
+        );
+    }
+    if let Some(neg) = data.clips.get("hard negatives") {
+        let _ = writeln!(
+            s,
+            "\nHard negatives (event-like sounds labelled background): {} training, {} validation clips.",
+            neg.train, neg.val
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nThe scores are a softmax over the classes; an event class fires when its smoothed \
+         score crosses its threshold (`hark.thresholds` in the model).\n"
+    );
+
+    // Features.
+    let _ = writeln!(s, "## Features\n");
+    let _ = writeln!(s, "`{}`\n", meta.frontend);
+    let _ = writeln!(
+        s,
+        "The per-band mean and standard deviation of the training features are folded into the \
+         first LSTM layer: the model takes the runtime's raw log-mel frames.\n"
+    );
+
+    // Architecture.
+    let _ = writeln!(s, "## Architecture\n");
+    let _ = writeln!(s, "| part | size |\n|---|---|");
+    let _ = writeln!(
+        s,
+        "| LSTM | {} layer(s) × {} hidden (input {} bands) |",
+        a.layers, a.hidden, a.n_mels
+    );
+    let _ = writeln!(
+        s,
+        "| embedding | {} (linear projection of the last LSTM output) |",
+        a.embedding
+    );
+    let _ = writeln!(
+        s,
+        "| classifier | linear {} → {} classes, softmax |",
+        a.embedding, a.n_classes
+    );
+    let _ = writeln!(s, "| parameters | {} |", a.parameters);
+    let _ = writeln!(
+        s,
+        "| multiply-adds per hop (10 ms) | {} |",
+        a.multiply_adds_per_hop
+    );
+    let _ = writeln!(s, "| file size | {} bytes |\n", a.file_bytes);
+
+    // Training.
+    let _ = writeln!(s, "## Training\n");
+    let _ = writeln!(s, "Method {}.\n", method_text(cfg.method));
+    let mut stages: Vec<&str> = Vec::new();
+    for r in input.history {
+        if !stages.contains(&r.stage.as_str()) {
+            stages.push(&r.stage);
+        }
+    }
+    for st in &stages {
+        let rows: Vec<&EpochRecord> = input.history.iter().filter(|r| &r.stage == st).collect();
+        let best = rows
+            .iter()
+            .copied()
+            .fold(None::<&EpochRecord>, |b, r| match b {
+                Some(b) if b.val_balanced_accuracy >= r.val_balanced_accuracy => Some(b),
+                _ => Some(r),
+            });
+        if let Some(b) = best {
+            let _ = writeln!(
+                s,
+                "- stage `{st}`: {} epochs; best validation balanced accuracy {:.3} (epoch {})",
+                rows.len(),
+                b.val_balanced_accuracy,
+                b.epoch
+            );
+        }
+    }
+    let _ = writeln!(s, "\nThe training configuration (`config.toml`):\n");
+    let _ = writeln!(s, "```toml\n{}\n```\n", input.config_toml.trim_end());
+
+    // Data.
+    let _ = writeln!(s, "## Data\n");
+    if let Some(sy) = &cfg.data.synthetic {
+        let classes: Vec<String> = SYNTHETIC_CLASSES
+            .iter()
+            .map(|(c, share)| format!("`{c}` ({} clips)", share * sy.unit))
+            .collect();
+        let _ = writeln!(
+            s,
+            "{} synthetic sounds from hark-trainer's generator: {}, {} coloured-noise \
+             backgrounds of {} s and {} hum bursts as hard negatives, spread over {} groups. \
+             These are generated signals, not recordings of real events.\n",
+            if synthetic_only {
+                "This model was trained on"
+            } else {
+                "The training data includes"
+            },
+            classes.join(", "),
+            sy.backgrounds,
+            sy.background_seconds,
+            sy.negatives,
+            sy.groups
+        );
+    }
+    for src in input.sources {
+        let _ = writeln!(s, "Source {}:\n", src.description);
+        if let Some(p) = &src.problem {
+            let _ = writeln!(
+                s,
+                "The source is unavailable now ({p}); its packages and files cannot be listed here.\n"
+            );
+            continue;
+        }
+        match &src.packages {
+            Some(pk) => {
+                let _ = writeln!(
+                    s,
+                    "| package | version | licence | files per class |\n|---|---|---|---|"
+                );
+                for p in pk {
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {} | {} |",
+                        p.package,
+                        p.version,
+                        p.license,
+                        counts(&p.files)
+                    );
+                }
+                let _ = writeln!(s);
+            }
+            None => {
+                let _ = writeln!(s, "Files per class: {}.\n", counts(&src.files));
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "Class map: {}; split: {}.\n",
+        if cfg.data.class_map.map.is_empty() {
+            format!("every class `{}`", cfg.data.class_map.default)
+        } else {
+            format!(
+                "{} (others `{}`)",
+                cfg.data
+                    .class_map
+                    .map
+                    .iter()
+                    .map(|(k, v)| format!("{k} → {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                cfg.data.class_map.default
+            )
+        },
+        if cfg.data.split.val_groups.is_empty() {
+            format!(
+                "{:.0} % of the groups held out for validation",
+                cfg.data.split.val_fraction * 100.0
+            )
+        } else {
+            format!("validation groups {}", cfg.data.split.val_groups.join(", "))
+        }
+    );
+
+    // Evaluation.
+    let m = input.val_metrics;
+    let _ = writeln!(s, "## Evaluation\n");
+    let _ = writeln!(
+        s,
+        "On the validation split (window level: the most probable class at a window's last \
+         frame), from `summary.json`: balanced accuracy {:.3}, accuracy {:.3}, macro F1 {:.3}.\n",
+        m.balanced_accuracy, m.accuracy, m.macro_f1
+    );
+    let _ = writeln!(
+        s,
+        "| class | windows | precision | recall | F1 |\n|---|---|---|---|---|"
+    );
+    for c in &m.classes {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.3} | {:.3} | {:.3} |",
+            c.class, c.support, c.precision, c.recall, c.f1
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nConfusion matrix (rows: reference, columns: predicted):\n"
+    );
+    let names: Vec<&str> = m.classes.iter().map(|c| c.class.as_str()).collect();
+    let _ = writeln!(s, "| | {} |", names.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---|".repeat(names.len()));
+    for (name, row) in names.iter().zip(&m.confusion) {
+        let cells: Vec<String> = row.iter().map(usize::to_string).collect();
+        let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
+    }
+    let _ = writeln!(s, "\nEvery epoch (`metrics.json`):\n");
+    let _ = writeln!(
+        s,
+        "| stage | epoch | training loss | validation loss | balanced accuracy | macro F1 |\n|---|---|---|---|---|---|"
+    );
+    for r in input.history {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.4} | {:.4} | {:.3} | {:.3} |",
+            r.stage, r.epoch, r.train_loss, r.val_loss, r.val_balanced_accuracy, r.val_macro_f1
+        );
+    }
+    let _ = writeln!(s);
+
+    // Weaknesses.
+    let _ = writeln!(s, "## Known weaknesses\n");
+    for w in weaknesses(input) {
+        let _ = writeln!(s, "- {w}");
+    }
+    let _ = writeln!(s);
+
+    // Reproduce.
+    let _ = writeln!(s, "## Reproduce\n");
+    let _ = writeln!(s, "```\n{}\n```", input.reproduce.trim_end());
+    s
+}
+
+/// What the run's own figures say is weak.
+fn weaknesses(input: &CardInput) -> Vec<String> {
+    let cfg = input.config;
+    let data = input.data;
+    let mut w = Vec::new();
+    if cfg.data.sources.is_empty() {
+        w.push(
+            "Trained on synthetic sounds only: it detects the generator's tones, chirps and \
+             noise bursts, not real-world events."
+                .to_string(),
+        );
+    }
+    for c in input.metadata.classes.iter().filter(|c| *c != BACKGROUND) {
+        let clips = data.clips.get(c).cloned().unwrap_or_default();
+        if clips.train < FEW_CLIPS {
+            w.push(format!(
+                "`{c}`: only {} training clips ({} for validation).",
+                clips.train, clips.val
+            ));
+        }
+        if clips.val == 0 {
+            w.push(format!(
+                "`{c}`: no validation clips; its figures are missing."
+            ));
+        }
+    }
+    let ev: Vec<(usize, &String)> = data
+        .classes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| *c != BACKGROUND)
+        .collect();
+    let n = |i: usize| data.train_examples.get(i).copied().unwrap_or(0);
+    if let (Some(&(lo, lc)), Some(&(hi, hc))) = (
+        ev.iter().min_by_key(|(i, _)| n(*i)),
+        ev.iter().max_by_key(|(i, _)| n(*i)),
+    ) && n(lo) * 5 <= n(hi)
+    {
+        w.push(format!(
+            "Imbalanced training data: `{lc}` has {} training windows, `{hc}` {}.",
+            n(lo),
+            n(hi)
+        ));
+    }
+    for c in &input.val_metrics.classes {
+        if c.support > 0 && c.support < FEW_VAL_WINDOWS {
+            w.push(format!(
+                "`{}`: the validation figures rest on {} windows only.",
+                c.class, c.support
+            ));
+        }
+        if c.support > 0 && (c.recall < LOW_SCORE || c.precision < LOW_SCORE) {
+            w.push(format!(
+                "`{}`: validation precision {:.3}, recall {:.3}.",
+                c.class, c.precision, c.recall
+            ));
+        }
+    }
+    for src in input.sources {
+        if let Some(p) = &src.problem {
+            w.push(format!(
+                "Source {} could not be read when the card was written ({p}).",
+                src.description
+            ));
+        }
+    }
+    w.push(
+        "The validation split also chose the best epoch (early stopping): the figures above \
+         are not from an independent test set."
+            .to_string(),
+    );
+    w
+}
+
+/// Reads a thresholds file (`{"class": 0.6, ...}`): one value in (0, 1) for every event class
+/// of the model and nothing else.
+pub fn load_thresholds(
+    path: &Path,
+    meta: &ModelMetadata,
+) -> Result<BTreeMap<String, f32>, TrainError> {
+    let err = |m: String| TrainError::Config(format!("thresholds {}: {m}", path.display()));
+    let text = fs::read_to_string(path).map_err(|e| TrainError::Io {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    let raw: BTreeMap<String, f64> = serde_json::from_str(&text)
+        .map_err(|e| err(format!("not a JSON object of class → number: {e}")))?;
+    let events: Vec<&String> = meta
+        .classes
+        .iter()
+        .filter(|c| meta.background.as_deref() != Some(c.as_str()))
+        .collect();
+    for (c, &t) in &raw {
+        if !events.contains(&c) {
+            return Err(err(format!(
+                "{c:?} is not an event class of the model (event classes: {})",
+                events
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if t.is_nan() || t <= 0.0 || t >= 1.0 {
+            return Err(err(format!("threshold {t} for {c:?} is not in (0, 1)")));
+        }
+    }
+    let missing: Vec<&str> = events
+        .iter()
+        .filter(|c| !raw.contains_key(c.as_str()))
+        .map(|c| c.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(err(format!("no threshold for {}", missing.join(", "))));
+    }
+    Ok(raw.into_iter().map(|(c, t)| (c, t as f32)).collect())
+}
+
+/// What [`export_run`] wrote.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// The ONNX file.
+    pub onnx: PathBuf,
+    /// Its size, bytes.
+    pub onnx_bytes: usize,
+    /// The model card.
+    pub card: PathBuf,
+    /// The metadata written into the model.
+    pub metadata: ModelMetadata,
+    /// The network's sizes and costs.
+    pub architecture: Architecture,
+}
+
+/// Exports a finished run (`run_dir`, see [`load_trained`]) to `onnx` and writes its model
+/// card beside it (same name, `.md`); `thresholds` (see [`load_thresholds`]) replaces the
+/// run's thresholds.
+pub fn export_run(
+    run_dir: &Path,
+    onnx: &Path,
+    thresholds: Option<&Path>,
+) -> Result<Exported, TrainError> {
+    let run = load_trained(run_dir)?;
+    let cfg = &run.config;
+    let out = &run.outcome;
+    let mut meta = metadata(cfg, out);
+    if let Some(t) = thresholds {
+        meta.thresholds = load_thresholds(t, &meta)?;
+    }
+    let sn = streaming_net(out);
+    let bytes = sn.to_onnx(&meta)?;
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e: std::io::Error| TrainError::Io {
+            path: p,
+            problem: e.to_string(),
+        }
+    };
+    if let Some(parent) = onnx.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    fs::write(onnx, &bytes).map_err(io(onnx))?;
+    let architecture = Architecture {
+        n_mels: sn.n_mels,
+        layers: sn.layers(),
+        hidden: sn.hidden(),
+        embedding: cfg.model.embedding,
+        n_classes: sn.n_classes(),
+        parameters: out.net.num_params() + out.classifier.num_params(),
+        multiply_adds_per_hop: sn.multiply_adds_per_hop(),
+        file_bytes: bytes.len(),
+    };
+    let sources: Vec<SourceSummary> = cfg
+        .data
+        .sources
+        .iter()
+        .map(|s| summarise_source(s, &run.data.base_dir, &cfg.data.class_map))
+        .collect();
+    let name = onnx
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let file_name = onnx
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let config_arg = run
+        .data
+        .config_path
+        .clone()
+        .unwrap_or_else(|| run_dir.join("config.toml"));
+    let mut reproduce = format!(
+        "hark-train train --config {} --out {}\nhark-train export {} -o {}",
+        config_arg.display(),
+        run_dir.display(),
+        run_dir.display(),
+        onnx.display()
+    );
+    if let Some(t) = thresholds {
+        let _ = write!(reproduce, " --thresholds {}", t.display());
+    }
+    let card_text = model_card(&CardInput {
+        name: &name,
+        file_name: &file_name,
+        config: cfg,
+        config_toml: &run.config_toml,
+        metadata: &meta,
+        architecture: architecture.clone(),
+        history: &out.history,
+        val_metrics: &out.val_metrics,
+        data: &run.data,
+        sources: &sources,
+        reproduce: &reproduce,
+    });
+    let card = onnx.with_extension("md");
+    fs::write(&card, card_text).map_err(io(&card))?;
+    Ok(Exported {
+        onnx: onnx.to_path_buf(),
+        onnx_bytes: bytes.len(),
+        card,
+        metadata: meta,
+        architecture,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::window_metrics;
+    use crate::train::{ClipCounts, Method, RunOptions, run, tiny_config};
+
+    fn tiny_run(dir: &Path) -> TrainConfig {
+        let mut cfg = tiny_config(Method::Centroid);
+        cfg.epochs = 2;
+        cfg.classifier_epochs = 1;
+        let opts = RunOptions {
+            out_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        };
+        run(&cfg, &opts, &mut |_| {}).unwrap();
+        cfg
+    }
+
+    #[test]
+    fn export_writes_a_loadable_model_and_its_card() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run");
+        tiny_run(&run_dir);
+        let onnx = tmp.path().join("models").join("tiny.onnx");
+        let done = export_run(&run_dir, &onnx, None).unwrap();
+        let model = hark::model::Model::load(&onnx).unwrap();
+        let meta = model.metadata();
+        assert_eq!(meta, &done.metadata);
+        assert_eq!(meta.classes, ["background", "chirp", "noise_burst", "tone"]);
+        assert!(meta.thresholds.values().all(|&t| t == 0.5));
+        // The exported model computes what the run's own export computes.
+        let trained = fs::read(run_dir.join("model.onnx")).unwrap();
+        assert_eq!(fs::metadata(&onnx).unwrap().len(), done.onnx_bytes as u64);
+        let own = hark::model::Model::from_bytes(&trained, "model.onnx").unwrap();
+        assert_eq!(own.metadata().classes, meta.classes);
+        assert_eq!(own.metadata().thresholds, meta.thresholds);
+        let frames: Vec<f32> = (0..64 * 20)
+            .map(|i| ((i * 37 % 101) as f32) * 0.1 - 8.0)
+            .collect();
+        let (x, y) = (
+            model.run_sequence(&frames).unwrap(),
+            own.run_sequence(&frames).unwrap(),
+        );
+        assert_eq!(x.len(), y.len());
+        assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 1e-6));
+
+        let card = fs::read_to_string(tmp.path().join("models").join("tiny.md")).unwrap();
+        assert_eq!(done.card, tmp.path().join("models").join("tiny.md"));
+        assert!(card.starts_with("# tiny\n"), "{card}");
+        for c in &meta.classes {
+            assert!(card.contains(&format!("| {c} | ")), "{c}");
+        }
+        assert!(card.contains("| tone | 0.5 |"), "{card}");
+        let run = load_trained(&run_dir).unwrap();
+        let ma = streaming_net(&run.outcome).multiply_adds_per_hop();
+        assert_eq!(done.architecture.multiply_adds_per_hop, ma);
+        assert!(
+            card.contains(&format!("| multiply-adds per hop (10 ms) | {ma} |")),
+            "{card}"
+        );
+        assert!(card.contains(&format!("| file size | {} bytes |", done.onnx_bytes)));
+        assert!(card.contains("trained on synthetic sounds only"), "{card}");
+        assert!(card.contains("1 layer(s) × 32 hidden"));
+        // The figures of metrics.json and summary.json.
+        let history: Vec<EpochRecord> =
+            serde_json::from_slice(&fs::read(run_dir.join("metrics.json")).unwrap()).unwrap();
+        assert_eq!(history.len(), 3);
+        for r in &history {
+            assert!(
+                card.contains(&format!(
+                    "| {} | {} | {:.4} | {:.4} | {:.3} | {:.3} |",
+                    r.stage,
+                    r.epoch,
+                    r.train_loss,
+                    r.val_loss,
+                    r.val_balanced_accuracy,
+                    r.val_macro_f1
+                )),
+                "{r:?}"
+            );
+        }
+        let summary: serde_json::Value =
+            serde_json::from_slice(&fs::read(run_dir.join("summary.json")).unwrap()).unwrap();
+        let m: WindowMetrics = serde_json::from_value(summary["val_metrics"].clone()).unwrap();
+        assert!(card.contains(&format!("balanced accuracy {:.3}", m.balanced_accuracy)));
+        for c in &m.classes {
+            assert!(card.contains(&format!(
+                "| {} | {} | {:.3} | {:.3} | {:.3} |",
+                c.class, c.support, c.precision, c.recall, c.f1
+            )));
+        }
+        assert!(card.contains("```toml\n"));
+        assert!(card.contains(&format!(
+            "hark-train export {} -o {}",
+            run_dir.display(),
+            onnx.display()
+        )));
+
+        // Thresholds override.
+        let th = tmp.path().join("th.json");
+        fs::write(&th, r#"{"tone": 0.6, "chirp": 0.7, "noise_burst": 0.25}"#).unwrap();
+        let onnx2 = tmp.path().join("tuned.onnx");
+        export_run(&run_dir, &onnx2, Some(&th)).unwrap();
+        let model = hark::model::Model::load(&onnx2).unwrap();
+        let t = &model.metadata().thresholds;
+        assert_eq!((t["tone"], t["chirp"], t["noise_burst"]), (0.6, 0.7, 0.25));
+        let card = fs::read_to_string(tmp.path().join("tuned.md")).unwrap();
+        assert!(card.contains("| chirp | 0.7 |"), "{card}");
+        assert!(card.contains(&format!("--thresholds {}", th.display())));
+
+        // Bad thresholds files are errors naming the problem, and write nothing.
+        for (text, needle) in [
+            (
+                r#"{"tone": 0.6, "chirp": 0.7, "noise_burst": 0.2, "dog": 0.5}"#,
+                "\"dog\" is not an event class",
+            ),
+            (
+                r#"{"tone": 1.5, "chirp": 0.7, "noise_burst": 0.2}"#,
+                "threshold 1.5 for \"tone\" is not in (0, 1)",
+            ),
+            (
+                r#"{"tone": 0.6, "chirp": 0.7, "noise_burst": 0.2, "background": 0.5}"#,
+                "\"background\" is not an event class",
+            ),
+            (r#"{"tone": 0.6}"#, "no threshold for chirp, noise_burst"),
+            (r#"[0.5]"#, "not a JSON object"),
+        ] {
+            fs::write(&th, text).unwrap();
+            let bad = tmp.path().join("bad.onnx");
+            let e = export_run(&run_dir, &bad, Some(&th))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+            assert!(e.contains("th.json"), "{e}");
+            assert!(!bad.exists());
+        }
+    }
+
+    #[test]
+    fn a_folder_without_checkpoint_is_a_clear_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let onnx = tmp.path().join("x.onnx");
+        let e = export_run(tmp.path(), &onnx, None).unwrap_err().to_string();
+        assert!(e.contains("no checkpoint"), "{e}");
+        let e = export_run(&tmp.path().join("absent"), &onnx, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no checkpoint"), "{e}");
+        // A checkpoint without a finished run.
+        fs::create_dir_all(tmp.path().join("checkpoint")).unwrap();
+        fs::write(tmp.path().join("checkpoint/state.json"), "{}").unwrap();
+        fs::write(
+            tmp.path().join("config.toml"),
+            tiny_config(Method::Centroid).to_toml(),
+        )
+        .unwrap();
+        let e = export_run(tmp.path(), &onnx, None).unwrap_err().to_string();
+        assert!(e.contains("has not finished"), "{e}");
+        assert!(!onnx.exists());
+    }
+
+    #[test]
+    fn manifest_packages_licences_and_files_per_class() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(
+            tmp.path().join("sources.tsv"),
+            "file\tclass\tpackage\tversion\tlicense\n\
+             a.flac\tglass\tpkg-a\t1.0\tGPL-2+\n\
+             b.flac\tglass\tpkg-a\t1.0\tGPL-2+\n\
+             c.flac\tcrowd\tpkg-b\t2.1\tCC0\n\
+             d.flac\thum\tpkg-b\t2.1\tCC0\n\
+             e.flac\tjunk\tpkg-b\t2.1\tCC0\n",
+        )
+        .unwrap();
+        let mut map = ClassMap::default();
+        map.map.insert("glass".into(), "glass_break".into());
+        map.map.insert("crowd".into(), "background".into());
+        map.map.insert("hum".into(), "negative".into());
+        map.map.insert("junk".into(), "drop".into());
+        let src = Source::Manifest {
+            path: "sources.tsv".into(),
+        };
+        let s = summarise_source(&src, tmp.path(), &map);
+        assert_eq!(s.problem, None);
+        let pk = s.packages.unwrap();
+        assert_eq!(pk.len(), 2);
+        assert_eq!(
+            (
+                pk[0].package.as_str(),
+                pk[0].version.as_str(),
+                pk[0].license.as_str()
+            ),
+            ("pkg-a", "1.0", "GPL-2+")
+        );
+        assert_eq!(counts(&pk[0].files), "glass_break 2");
+        assert_eq!(
+            counts(&pk[1].files),
+            "background 1, dropped 1, hard negatives 1"
+        );
+        // A manifest that is not there says so.
+        let gone = summarise_source(&src, &tmp.path().join("nowhere"), &map);
+        assert!(gone.problem.is_some());
+    }
+
+    /// The card of hand-made figures: sections, tables, weaknesses.
+    #[test]
+    fn card_of_hand_made_figures() {
+        let mut cfg = tiny_config(Method::WeightedCe);
+        cfg.data.sources.push(Source::Manifest {
+            path: "data/sources.tsv".into(),
+        });
+        let classes: Vec<String> = ["background", "glass_break", "dog_bark"]
+            .map(String::from)
+            .to_vec();
+        let metadata = ModelMetadata {
+            format_version: hark::model::FORMAT_VERSION,
+            classes: classes.clone(),
+            background: Some("background".into()),
+            thresholds: [("glass_break".into(), 0.6), ("dog_bark".into(), 0.4)].into(),
+            frontend: cfg.frontend.clone(),
+            training: serde_json::json!({"trainer": "hark-trainer 9.9"}),
+        };
+        // 10 background windows right; glass_break 4 of 5; dog_bark 1 of 2.
+        let reference = [vec![0; 10], vec![1; 5], vec![2; 2]].concat();
+        let predicted = [vec![0; 10], vec![1, 1, 1, 1, 0], vec![2, 0]].concat();
+        let m = window_metrics(&reference, &predicted, &classes);
+        let data = RunData {
+            classes: classes.clone(),
+            train_examples: vec![100, 50, 6],
+            val_examples: vec![10, 5, 2],
+            clips: [
+                ("background".into(), ClipCounts { train: 30, val: 5 }),
+                ("glass_break".into(), ClipCounts { train: 40, val: 4 }),
+                ("dog_bark".into(), ClipCounts { train: 3, val: 1 }),
+            ]
+            .into(),
+            mean: vec![0.0; 64],
+            std: vec![1.0; 64],
+            base_dir: ".".into(),
+            config_path: None,
+        };
+        let history = vec![EpochRecord {
+            stage: "weighted_ce".into(),
+            epoch: 1,
+            train_loss: 1.25,
+            val_loss: 1.5,
+            val_balanced_accuracy: 0.75,
+            val_accuracy: 0.8,
+            val_macro_f1: 0.7,
+            seconds: 1.0,
+        }];
+        let sources = vec![SourceSummary {
+            description: "manifest `data/sources.tsv`".into(),
+            packages: Some(vec![PackageRow {
+                package: "sound-pkg".into(),
+                version: "1.2-3".into(),
+                license: "CC-BY-4.0".into(),
+                files: [("glass_break".into(), 7)].into(),
+            }]),
+            files: [("glass_break".into(), 7)].into(),
+            problem: None,
+        }];
+        let card = model_card(&CardInput {
+            name: "demo",
+            file_name: "demo.onnx",
+            config: &cfg,
+            config_toml: "method = \"weighted_ce\"\n",
+            metadata: &metadata,
+            architecture: Architecture {
+                n_mels: 64,
+                layers: 2,
+                hidden: 48,
+                embedding: 16,
+                n_classes: 3,
+                parameters: 12345,
+                multiply_adds_per_hop: 67890,
+                file_bytes: 4242,
+            },
+            history: &history,
+            val_metrics: &m,
+            data: &data,
+            sources: &sources,
+            reproduce: "hark-train train --config c.toml --out r",
+        });
+        for needle in [
+            "# demo\n",
+            "trained by hark-trainer 9.9 with the `weighted_ce` method.",
+            "| background | (background) | 30 | 5 | 100 | 10 |",
+            "| glass_break | 0.6 | 40 | 4 | 50 | 5 |",
+            "| dog_bark | 0.4 | 3 | 1 | 6 | 2 |",
+            "`log-mel 64 bands",
+            "| LSTM | 2 layer(s) × 48 hidden (input 64 bands) |",
+            "| classifier | linear 16 → 3 classes, softmax |",
+            "| parameters | 12345 |",
+            "| multiply-adds per hop (10 ms) | 67890 |",
+            "| file size | 4242 bytes |",
+            "Method `weighted_ce`",
+            "- stage `weighted_ce`: 1 epochs; best validation balanced accuracy 0.750 (epoch 1)",
+            "```toml\nmethod = \"weighted_ce\"\n```",
+            "The training data includes synthetic sounds",
+            "| sound-pkg | 1.2-3 | CC-BY-4.0 | glass_break 7 |",
+            "| glass_break | 5 | 1.000 | 0.800 | 0.889 |",
+            "| dog_bark | 2 | 1.000 | 0.500 | 0.667 |",
+            "| glass_break | 1 | 4 | 0 |",
+            "| weighted_ce | 1 | 1.2500 | 1.5000 | 0.750 | 0.700 |",
+            "`dog_bark`: only 3 training clips (1 for validation).",
+            "Imbalanced training data: `dog_bark` has 6 training windows, `glass_break` 50.",
+            "`dog_bark`: the validation figures rest on 2 windows only.",
+            "`dog_bark`: validation precision 1.000, recall 0.500.",
+            "not from an independent test set",
+            "## Reproduce\n\n```\nhark-train train --config c.toml --out r\n```",
+        ] {
+            assert!(card.contains(needle), "missing {needle:?} in\n{card}");
+        }
+        assert!(!card.contains("synthetic sounds only"));
+        assert!(!card.contains("`glass_break`: only"));
+        // An unreadable source is said to be unavailable.
+        let gone = [SourceSummary {
+            description: "manifest `x.tsv`".into(),
+            packages: None,
+            files: BTreeMap::new(),
+            problem: Some("No such file or directory".into()),
+        }];
+        let card = model_card(&CardInput {
+            sources: &gone,
+            name: "demo",
+            file_name: "demo.onnx",
+            config: &cfg,
+            config_toml: "",
+            metadata: &metadata,
+            architecture: Architecture {
+                n_mels: 64,
+                layers: 1,
+                hidden: 8,
+                embedding: 4,
+                n_classes: 3,
+                parameters: 1,
+                multiply_adds_per_hop: 1,
+                file_bytes: 1,
+            },
+            history: &history,
+            val_metrics: &m,
+            data: &data,
+            reproduce: "",
+        });
+        assert!(card.contains("The source is unavailable now (No such file or directory)"));
+    }
+}
