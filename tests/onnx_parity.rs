@@ -123,3 +123,40 @@ fn burn_and_tract_agree_on_the_trainers_network() {
         assert!(d < TOL, "{layers} layers: burn vs reference: {d}");
     }
 }
+
+#[test]
+fn tract_matches_burn_on_real_recordings_features() {
+    // Features of the committed real recordings (a dog bark, a tone with a noise burst),
+    // computed by the runtime's decoder and frontend, repeated to 500 frames.
+    let cfg = hark::frontend::FrontendConfig::default();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/fixtures");
+    let mut real = Vec::new();
+    for f in [
+        "bark.wav",
+        "formats/tone_burst.ogg",
+        "formats/tone_burst.mp3",
+    ] {
+        real.extend(
+            hark_trainer::features::features_of_file(&cfg, &dir.join(f))
+                .unwrap()
+                .data,
+        );
+    }
+    let x: Vec<f32> = real.iter().cycle().take(FRAMES * 64).copied().collect();
+    let device = CpuDevice::default();
+    Cpu::seed(&device, 11);
+    let net = EmbeddingNetConfig::new().init::<Cpu>(&device);
+    let clf = ClassifierConfig::new(4).init::<Cpu>(&device);
+    let input = Tensor::<Cpu, 1>::from_floats(x.as_slice(), &device).reshape([1, FRAMES, 64]);
+    let burn_scores: Vec<f32> = clf
+        .probabilities(net.forward_frames(input))
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let exported = StreamingNet::from_models(&net, &clf);
+    let model = Model::from_bytes(&exported.to_onnx(&metadata(4, 64)).unwrap(), "real").unwrap();
+    let d = max_diff(&tract_stepwise(&model, &x, 64), &burn_scores);
+    assert!(d < TOL, "real features, 500 steps: {d}");
+    let d = max_diff(&model.run_sequence(&x).unwrap(), &burn_scores);
+    assert!(d < TOL, "real features, one call: {d}");
+}
