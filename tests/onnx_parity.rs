@@ -97,6 +97,31 @@ fn negative_control_swapped_gates_fail_the_check() {
     );
 }
 
+/// Asserts burn's probabilities, tract's (500 steps with the state carried, and one call) and
+/// the plain-Rust reference of the exported graph agree within [`TOL`] on frames `x`.
+fn assert_burn_and_tract_agree(
+    net: &hark_trainer::model::EmbeddingNet<Cpu>,
+    clf: &hark_trainer::model::Classifier<Cpu>,
+    x: &[f32],
+    what: &str,
+) {
+    let device = CpuDevice::default();
+    let input = Tensor::<Cpu, 1>::from_floats(x, &device).reshape([1, FRAMES, 64]);
+    let burn_scores: Vec<f32> = clf
+        .probabilities(net.forward_frames(input))
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let exported = StreamingNet::from_models(net, clf);
+    let model = Model::from_bytes(&exported.to_onnx(&metadata(4, 64)).unwrap(), what).unwrap();
+    let d = max_diff(&tract_stepwise(&model, x, 64), &burn_scores);
+    assert!(d < TOL, "{what}: burn vs tract, 500 steps: {d}");
+    let d = max_diff(&model.run_sequence(x).unwrap(), &burn_scores);
+    assert!(d < TOL, "{what}: burn vs tract, one call: {d}");
+    let d = max_diff(&reference(&exported, x), &burn_scores);
+    assert!(d < TOL, "{what}: burn vs reference: {d}");
+}
+
 #[test]
 fn burn_and_tract_agree_on_the_trainers_network() {
     let device = CpuDevice::default();
@@ -106,21 +131,7 @@ fn burn_and_tract_agree_on_the_trainers_network() {
             .init::<Cpu>(&device);
         let clf = ClassifierConfig::new(4).init::<Cpu>(&device);
         let x = feature_sequence(20 + layers as u64, FRAMES, 64);
-        let input = Tensor::<Cpu, 1>::from_floats(x.as_slice(), &device).reshape([1, FRAMES, 64]);
-        let burn_scores: Vec<f32> = clf
-            .probabilities(net.forward_frames(input))
-            .into_data()
-            .to_vec()
-            .unwrap();
-        let exported = StreamingNet::from_models(&net, &clf);
-        let model =
-            Model::from_bytes(&exported.to_onnx(&metadata(4, 64)).unwrap(), "burn").unwrap();
-        let d = max_diff(&tract_stepwise(&model, &x, 64), &burn_scores);
-        assert!(d < TOL, "{layers} layers: burn vs tract, 500 steps: {d}");
-        let d = max_diff(&model.run_sequence(&x).unwrap(), &burn_scores);
-        assert!(d < TOL, "{layers} layers: burn vs tract, one call: {d}");
-        let d = max_diff(&reference(&exported, &x), &burn_scores);
-        assert!(d < TOL, "{layers} layers: burn vs reference: {d}");
+        assert_burn_and_tract_agree(&net, &clf, &x, &format!("{layers} layers"));
     }
 }
 
@@ -147,16 +158,5 @@ fn tract_matches_burn_on_real_recordings_features() {
     Cpu::seed(&device, 11);
     let net = EmbeddingNetConfig::new().init::<Cpu>(&device);
     let clf = ClassifierConfig::new(4).init::<Cpu>(&device);
-    let input = Tensor::<Cpu, 1>::from_floats(x.as_slice(), &device).reshape([1, FRAMES, 64]);
-    let burn_scores: Vec<f32> = clf
-        .probabilities(net.forward_frames(input))
-        .into_data()
-        .to_vec()
-        .unwrap();
-    let exported = StreamingNet::from_models(&net, &clf);
-    let model = Model::from_bytes(&exported.to_onnx(&metadata(4, 64)).unwrap(), "real").unwrap();
-    let d = max_diff(&tract_stepwise(&model, &x, 64), &burn_scores);
-    assert!(d < TOL, "real features, 500 steps: {d}");
-    let d = max_diff(&model.run_sequence(&x).unwrap(), &burn_scores);
-    assert!(d < TOL, "real features, one call: {d}");
+    assert_burn_and_tract_agree(&net, &clf, &x, "real features");
 }
