@@ -10,5 +10,8 @@ pub mod export;
 pub mod features;
 pub mod kmeans;
 pub mod loss;
+pub mod mixtures;
 pub mod model;
+pub mod synth;
 pub mod train;
+pub mod tune;
