@@ -142,6 +142,9 @@ pub struct ExampleConfig {
     /// moments?"; [0.1, 0.6] teaches it to fire within a tenth of a second of an onset and to
     /// hold for about half a second. Default none.
     pub onset_to_end_s: Option<[f32; 2]>,
+    /// Frame targets: when set, training supervises several frames of each window, not only
+    /// the last (see [`ExampleSet::frame_targets`]). Default none (last frame only).
+    pub frame_targets: Option<FrameTargets>,
     /// Gain applied to the whole mixed window, ± dB (uniform): the detector should not rely
     /// on absolute level. Default 0 (off).
     pub window_gain_db: f32,
@@ -163,8 +166,36 @@ impl Default for ExampleConfig {
             min_event_fraction: 0.5,
             onset_to_end_s: None,
             window_gain_db: 0.0,
+            frame_targets: None,
             background_dbfs: [-40.0, -20.0],
             augment: AugmentConfig::default(),
+        }
+    }
+}
+
+/// Which frames of a window are supervised, and with what label: every `stride`-th frame
+/// counted back from the last, from frame `warmup` on (the LSTM has heard something by then).
+/// A frame of a background window is background. A frame of an event window is background
+/// before the onset, the event's class from `lead_frames[0]` to `lead_frames[1]` frames after
+/// it (what the detector must fire on), and not supervised otherwise (the first moments of
+/// the event, and its tail).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FrameTargets {
+    /// Distance between supervised frames. Default 10 (0.1 s).
+    pub stride: usize,
+    /// First frame that may be supervised. Default 50.
+    pub warmup: usize,
+    /// Frames after the onset labelled with the event. Default [10, 60].
+    pub lead_frames: [usize; 2],
+}
+
+impl Default for FrameTargets {
+    fn default() -> Self {
+        Self {
+            stride: 10,
+            warmup: 50,
+            lead_frames: [10, 60],
         }
     }
 }
@@ -406,6 +437,10 @@ pub struct ExampleSet {
     pub labels: Vec<usize>,
     /// Features, `examples × frames × n_mels`, row-major.
     pub features: Vec<f32>,
+    /// The frame of each example's event onset (events only; -1 for background windows and
+    /// hard negatives); used by the frame targets ([`ExampleSet::frame_targets`]).
+    #[serde(default)]
+    pub onsets: Vec<i64>,
 }
 
 impl ExampleSet {
@@ -488,6 +523,42 @@ impl ExampleSet {
         (x, idx.iter().map(|&i| self.labels[i]).collect())
     }
 
+    /// The supervised frames of the examples `idx` under `ft` (last frame only when `ft` is
+    /// `None` or the set has no onsets): `(row, label)` pairs where `row = b * frames + t`
+    /// indexes the batch's frames flattened, `b` the position in `idx`.
+    pub fn frame_targets(&self, idx: &[usize], ft: Option<&FrameTargets>) -> Vec<(usize, usize)> {
+        let t_last = self.frames - 1;
+        let bg = self
+            .classes
+            .iter()
+            .position(|c| c == BACKGROUND)
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        for (b, &i) in idx.iter().enumerate() {
+            let (Some(ft), Some(&onset)) = (ft, self.onsets.get(i)) else {
+                out.push((b * self.frames + t_last, self.labels[i]));
+                continue;
+            };
+            let mut t = t_last as i64;
+            while t >= ft.warmup.min(t_last) as i64 {
+                let label = if onset < 0 || self.labels[i] == bg || t < onset {
+                    Some(bg)
+                } else if t >= onset + ft.lead_frames[0] as i64
+                    && t <= onset + ft.lead_frames[1] as i64
+                {
+                    Some(self.labels[i])
+                } else {
+                    None
+                };
+                if let Some(l) = label {
+                    out.push((b * self.frames + t as usize, l));
+                }
+                t -= ft.stride.max(1) as i64;
+            }
+        }
+        out
+    }
+
     /// Labels as an int tensor `[batch]`.
     pub fn labels_tensor<B: Backend>(labels: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
         let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
@@ -505,7 +576,7 @@ impl ExampleSet {
         }
         let header = serde_json::json!({
             "classes": self.classes, "frames": self.frames, "n_mels": self.n_mels,
-            "labels": self.labels,
+            "labels": self.labels, "onsets": self.onsets,
         });
         let tmp = path.with_extension("tmp");
         let mut f = std::io::BufWriter::new(fs::File::create(&tmp).map_err(err)?);
@@ -538,6 +609,8 @@ impl ExampleSet {
             frames: usize,
             n_mels: usize,
             labels: Vec<usize>,
+            #[serde(default)]
+            onsets: Vec<i64>,
         }
         let h: Header =
             serde_json::from_slice(&bytes[..nl]).map_err(|e| err(format!("header: {e}")))?;
@@ -559,6 +632,7 @@ impl ExampleSet {
             n_mels: h.n_mels,
             labels: h.labels,
             features,
+            onsets: h.onsets,
         })
     }
 }
@@ -623,6 +697,7 @@ pub fn generate(
         n_mels: frontend.n_mels,
         labels: Vec::new(),
         features: Vec::new(),
+        onsets: Vec::new(),
     };
 
     let background_window = |rng: &mut Rng| -> Vec<f32> {
@@ -649,7 +724,15 @@ pub fn generate(
         rng.below(win - must.min(win) + 1)
     };
     let gain_db = cfg.window_gain_db;
-    let mut push = |samples: &mut [f32], label: usize, set: &mut ExampleSet, rng: &mut Rng| {
+    let hop = frontend.hop_length;
+    let mut push = |samples: &mut [f32],
+                    label: usize,
+                    onset: Option<usize>,
+                    set: &mut ExampleSet,
+                    rng: &mut Rng| {
+        // The first frame whose window starts at or after the onset.
+        set.onsets
+            .push(onset.map(|o| o.div_ceil(hop) as i64).unwrap_or(-1));
         if gain_db > 0.0 {
             let g = db_to_gain(rng.range(-gain_db, gain_db));
             samples.iter_mut().for_each(|v| *v *= g);
@@ -669,7 +752,7 @@ pub fn generate(
             let onset = place(e.len(), &mut rng);
             let ebr = cfg.ebr_db[rng.below(cfg.ebr_db.len())];
             mix_at_ebr(&mut w, &e, onset, ebr);
-            push(&mut w, label, &mut set, &mut rng);
+            push(&mut w, label, Some(onset), &mut set, &mut rng);
             n_event_windows += 1;
         }
     }
@@ -687,7 +770,7 @@ pub fn generate(
             let ebr = cfg.ebr_db[rng.below(cfg.ebr_db.len())];
             mix_at_ebr(&mut w, &e, onset, ebr);
         }
-        push(&mut w, bg_label, &mut set, &mut rng);
+        push(&mut w, bg_label, None, &mut set, &mut rng);
     }
     Ok(set)
 }
@@ -864,6 +947,35 @@ pub fn synthetic_clips(cfg: &SyntheticConfig, seed: u64) -> Vec<Clip> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_targets_label_frames_around_the_onset() {
+        let set = ExampleSet {
+            classes: vec![BACKGROUND.into(), "a".into(), "b".into()],
+            frames: 100,
+            n_mels: 1,
+            labels: vec![2, 0],
+            features: vec![0.0; 200],
+            onsets: vec![70, -1],
+        };
+        let ft = FrameTargets {
+            stride: 10,
+            warmup: 50,
+            lead_frames: [10, 20],
+        };
+        let t = set.frame_targets(&[0, 1], Some(&ft));
+        // Window 0: frames 99, 89 (after the lead: unsupervised), 79 (class 2: 9 frames
+        // after the onset is before the lead: unsupervised)... frames 69, 59 before the
+        // onset are background.
+        let w0: Vec<(usize, usize)> = t.iter().filter(|(r, _)| *r < 100).cloned().collect();
+        assert_eq!(w0, vec![(89, 2), (69, 0), (59, 0)]);
+        // Frame 99 is 29 after the onset: past the lead, unsupervised; 79 is 9 after: before
+        // the lead. Window 1 (background): every 10th frame from 99 down to 59, background.
+        let w1: Vec<(usize, usize)> = t.iter().filter(|(r, _)| *r >= 100).cloned().collect();
+        assert_eq!(w1, vec![(199, 0), (189, 0), (179, 0), (169, 0), (159, 0)]);
+        // Without frame targets (or onsets), the last frame with the window's label.
+        assert_eq!(set.frame_targets(&[0, 1], None), vec![(99, 2), (199, 0)]);
+    }
 
     fn sine(n: usize, f: f32) -> Vec<f32> {
         (0..n)

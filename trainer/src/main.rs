@@ -108,6 +108,25 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         max_false_alarms_per_hour: f64,
     },
+    /// Write a short demonstration recording (WAV): one clip of every class from a split of
+    /// a configuration's data over real background, with `NAME.tsv` of its events beside it.
+    Demo {
+        /// The training configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// `test` (held-out groups) or `val`.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// The WAV file to write.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Seconds between events.
+        #[arg(long, default_value_t = 6.0)]
+        spacing: f32,
+        /// Event-to-background ratio, dB.
+        #[arg(long, default_value_t = 6.0)]
+        ebr: f32,
+    },
     /// Add the test evaluation (the JSON of `hark-train score` for one or more methods) to a
     /// model card, before its known weaknesses.
     CardEval {
@@ -237,23 +256,7 @@ fn make_mixtures(
     background_minutes: f32,
     seed: u64,
 ) -> Result<()> {
-    let cfg = TrainConfig::load(&config)
-        .with_context(|| format!("reading the configuration {}", config.display()))?;
-    let base_dir = config
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let clips = load_data_clips(&cfg, &base_dir, &mut |p| {
-        if let Progress::Skipped(s) = p {
-            eprintln!("warning: skipping {}: {}", s.path.display(), s.reason)
-        }
-    })?;
-    let (dev, test) = cfg.data.split.split_test(&clips);
-    let chosen = match split.as_str() {
-        "test" => test,
-        "val" => cfg.data.split.split_clips(&dev).1,
-        other => bail!("--split {other:?}: expected test or val"),
-    };
+    let (cfg, chosen) = split_clips(&config, &split)?;
     let classes = cfg
         .data
         .classes
@@ -276,6 +279,63 @@ fn make_mixtures(
         m.background_clips,
         m.negative_clips,
         out.display()
+    );
+    Ok(())
+}
+
+fn split_clips(
+    config: &std::path::Path,
+    split: &str,
+) -> Result<(TrainConfig, Vec<hark_trainer::data::Clip>)> {
+    let cfg = TrainConfig::load(config)
+        .with_context(|| format!("reading the configuration {}", config.display()))?;
+    let base_dir = config
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let clips = load_data_clips(&cfg, &base_dir, &mut |p| {
+        if let Progress::Skipped(s) = p {
+            eprintln!("warning: skipping {}: {}", s.path.display(), s.reason)
+        }
+    })?;
+    let (dev, test) = cfg.data.split.split_test(&clips);
+    let chosen = match split {
+        "test" => test,
+        "val" => cfg.data.split.split_clips(&dev).1,
+        other => bail!("--split {other:?}: expected test or val"),
+    };
+    Ok((cfg, chosen))
+}
+
+fn demo(config: PathBuf, split: String, output: PathBuf, spacing: f32, ebr: f32) -> Result<()> {
+    let (cfg, clips) = split_clips(&config, &split)?;
+    let classes = cfg
+        .data
+        .classes
+        .clone()
+        .unwrap_or_else(|| hark_trainer::examples::class_list(&clips));
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let (x, refs) = mixtures::demo(&clips, &classes, spacing, ebr, &name, cfg.seed)?;
+    hark_trainer::data::write_wav(&output, &x, 16_000)
+        .with_context(|| format!("writing {}", output.display()))?;
+    let tsv = output.with_extension("tsv");
+    let mut t = String::from("onset\toffset\tclass\tsource\n");
+    for r in &refs {
+        t.push_str(&format!(
+            "{:.3}\t{:.3}\t{}\t{}\n",
+            r.onset, r.offset, r.class, r.source
+        ));
+    }
+    std::fs::write(&tsv, t).with_context(|| format!("writing {}", tsv.display()))?;
+    eprintln!(
+        "{} ({:.1} s, {} events) and {} written",
+        output.display(),
+        x.len() as f32 / 16_000.0,
+        refs.len(),
+        tsv.display()
     );
     Ok(())
 }
@@ -421,6 +481,13 @@ fn main() -> Result<()> {
             output,
             max_false_alarms_per_hour,
         } => tune(model, mixtures, output, max_false_alarms_per_hour),
+        Command::Demo {
+            config,
+            split,
+            output,
+            spacing,
+            ebr,
+        } => demo(config, split, output, spacing, ebr),
         Command::CardEval {
             card,
             methods,

@@ -315,6 +315,55 @@ pub fn make(
     Ok(manifest)
 }
 
+/// A short demonstration recording: one clip of every class of `classes` found in `clips`
+/// (the first of each, in class order), `spacing_s` seconds apart starting at `spacing_s / 2`,
+/// at `ebr_db` over one stretch of real background. Returns the samples and the references
+/// (file name `file`).
+pub fn demo(
+    clips: &[Clip],
+    classes: &[String],
+    spacing_s: f32,
+    ebr_db: f32,
+    file: &str,
+    seed: u64,
+) -> Result<(Vec<f32>, Vec<Reference>), MixtureError> {
+    let bgs = by_kind(clips.iter().filter(|c| c.role == Role::Background));
+    if bgs.is_empty() {
+        return Err(MixtureError::NoClips("background"));
+    }
+    let chosen: Vec<&Clip> = classes
+        .iter()
+        .filter_map(|c| {
+            clips
+                .iter()
+                .find(|x| x.role == Role::Event && &x.class == c)
+        })
+        .collect();
+    if chosen.is_empty() {
+        return Err(MixtureError::NoClips("event"));
+    }
+    let slot = (spacing_s * RATE as f32) as usize;
+    let len = slot * chosen.len();
+    let mut rng = Rng::new(seed ^ 0x6465_6d6f);
+    let mut x = background(&bgs, len, [-35.0, -30.0], &mut rng);
+    let mut refs = Vec::new();
+    for (i, ev) in chosen.iter().enumerate() {
+        let onset = i * slot + slot / 2;
+        let e = &ev.samples[..ev.samples.len().min(slot / 2)];
+        let end = mix(&mut x, e, onset, ebr_db);
+        refs.push(Reference {
+            file: file.to_string(),
+            onset: onset as f64 / RATE as f64,
+            offset: end as f64 / RATE as f64,
+            class: ev.class.clone(),
+            source: key_of(&ev.name),
+            ebr_db,
+        });
+    }
+    limit(&mut x);
+    Ok((x, refs))
+}
+
 /// Reads `manifest.json` of a mixture folder.
 pub fn read_manifest(dir: &Path) -> Result<Manifest, MixtureError> {
     let p = dir.join("manifest.json");

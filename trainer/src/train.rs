@@ -518,6 +518,17 @@ pub fn prepare_data(
     })
 }
 
+/// The rows `(b * frames + t, _)` of a batch's per-frame embeddings `[batch, frames, dim]`,
+/// as `[rows, dim]`.
+pub fn select_rows<B: Backend>(e: Tensor<B, 3>, rows: &[(usize, usize)]) -> Tensor<B, 2> {
+    let [b, t, d] = e.dims();
+    let device = e.device();
+    let ix: Vec<i64> = rows.iter().map(|&(r, _)| r as i64).collect();
+    let ix =
+        Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(ix, [rows.len()]), &device);
+    e.reshape([b * t, d]).select(0, ix)
+}
+
 /// Class weights `N / (K n_c)` over the `K` classes present (0 for absent classes).
 pub fn class_weights(counts: &[usize]) -> Vec<f32> {
     let n: usize = counts.iter().sum();
@@ -997,8 +1008,26 @@ impl Ctx<'_> {
             let (mut sum, mut count) = (0.0f64, 0usize);
             for idx in self.batches(STAGE, epoch) {
                 let (x, y) = train.batch::<A>(&idx, &Default::default());
-                let ids: Vec<usize> = idx.iter().map(|&i| clusters[i]).collect();
-                let e = net.forward(x);
+                let (e, y, ids) = match self.cfg.examples.frame_targets.as_ref() {
+                    None => {
+                        let ids: Vec<usize> = idx.iter().map(|&i| clusters[i]).collect();
+                        (net.forward(x), y, ids)
+                    }
+                    Some(ft) => {
+                        // Frames labelled with their window's class, in its window's cluster.
+                        let rows: Vec<(usize, usize)> = train
+                            .frame_targets(&idx, Some(ft))
+                            .into_iter()
+                            .filter(|&(r, l)| l == y[r / train.frames])
+                            .collect();
+                        let ids = rows
+                            .iter()
+                            .map(|&(r, _)| clusters[idx[r / train.frames]])
+                            .collect();
+                        let labels = rows.iter().map(|&(_, l)| l).collect();
+                        (select_rows(net.forward_frames(x), &rows), labels, ids)
+                    }
+                };
                 let l = loss.forward(e.clone(), &y, &ids)?;
                 sum += host(l.clone().inner())[0] as f64 * idx.len() as f64;
                 count += idx.len();
@@ -1062,7 +1091,17 @@ impl Ctx<'_> {
             weighted,
         } = how;
         let train = &self.data.train;
-        let counts = train.class_counts();
+        let counts = match self.cfg.examples.frame_targets.as_ref() {
+            None => train.class_counts(),
+            Some(ft) => {
+                let all: Vec<usize> = (0..train.len()).collect();
+                let mut c = vec![0; train.classes.len()];
+                for (_, l) in train.frame_targets(&all, Some(ft)) {
+                    c[l] += 1;
+                }
+                c
+            }
+        };
         let weights = if weighted {
             class_weights(&counts)
         } else {
@@ -1098,7 +1137,14 @@ impl Ctx<'_> {
             let (mut sum, mut count) = (0.0f64, 0usize);
             for idx in self.batches(stage, epoch) {
                 let (x, y) = train.batch::<A>(&idx, &Default::default());
-                let mut e = net.forward(x);
+                let (mut e, y) = match self.cfg.examples.frame_targets.as_ref() {
+                    None => (net.forward(x), y),
+                    Some(ft) => {
+                        let rows = train.frame_targets(&idx, Some(ft));
+                        let labels = rows.iter().map(|&(_, l)| l).collect();
+                        (select_rows(net.forward_frames(x), &rows), labels)
+                    }
+                };
                 if freeze {
                     e = e.detach();
                 }
