@@ -11,4 +11,5 @@ pub mod features;
 pub mod kmeans;
 pub mod loss;
 pub mod model;
+pub mod plots;
 pub mod train;

@@ -27,8 +27,9 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Train a model from a TOML configuration and export it as ONNX (`model.onnx` in the
-    /// output folder, beside `config.toml`, `metrics.csv`, `metrics.json`, `summary.json` and
-    /// `checkpoint/`).
+    /// output folder, beside `config.toml`, `metrics.csv`, `metrics.json`, `summary.json`,
+    /// `checkpoint/` and, unless `plots = false`, the PNG plots `loss_curves.png`,
+    /// `confusion_matrix.png` and `embeddings_pca.png`).
     Train {
         /// The training configuration (TOML); relative paths in it are resolved against its
         /// folder.
@@ -105,6 +106,7 @@ fn train(config: PathBuf, out: Option<PathBuf>, resume: bool) -> Result<()> {
             eprintln!("warning: skipping {}: {}", s.path.display(), s.reason)
         }
         Progress::Info(m) => eprintln!("{m}"),
+        Progress::Batch { .. } => {}
         Progress::Epoch(r) => eprintln!(
             "{:<11} epoch {:>3}  loss {:.4}  val loss {:.4}  val balanced acc {:.3}  val macro F1 {:.3}  ({:.2} s)",
             r.stage,
