@@ -1173,6 +1173,34 @@ mod tests {
             last.between_class_share
         );
 
+        // Interrupted after epoch 3 and resumed, a run plots the same snapshots, those taken
+        // before the interruption included.
+        let part = tempfile::tempdir().unwrap();
+        for (stop, resume) in [(Some(3), false), (None, true)] {
+            let opts = RunOptions {
+                out_dir: Some(part.path().to_path_buf()),
+                stop_after_epochs: stop,
+                resume,
+                ..Default::default()
+            };
+            run(&cfg, &opts, &mut |_| {}).unwrap();
+        }
+        let bytes = fs::read(part.path().join("checkpoint").join(SNAPSHOTS)).unwrap();
+        let resumed: Vec<EmbeddingSnapshot> = serde_json::from_slice(&bytes).unwrap();
+        // (JSON may round the last bit of a float.)
+        assert_eq!(resumed.len(), snaps.len());
+        for (a, b) in resumed.iter().zip(&snaps) {
+            assert_eq!(
+                (&a.stage, a.epoch, &a.labels),
+                (&b.stage, b.epoch, &b.labels)
+            );
+            assert!(close(a.between_class_share, b.between_class_share, 1e-9));
+            for (p, q) in a.points.iter().zip(&b.points) {
+                assert!((p[0] - q[0]).abs() < 1e-5 && (p[1] - q[1]).abs() < 1e-5);
+            }
+        }
+        assert!(part.path().join(EMBEDDINGS).is_file());
+
         // `plots = false`: no pictures, no snapshots.
         let mut cfg = cfg.clone();
         cfg.plots = false;
