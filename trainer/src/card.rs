@@ -726,9 +726,130 @@ pub fn export_run(
     })
 }
 
+/// The section "Evaluation on held-out packages" of a model card: for every method, the
+/// event metrics of `hark detect` on the test mixtures (onset only, 500 ms collar) and false
+/// alarms per hour on the background-only audio.
+pub fn evaluation_section(
+    methods: &[(String, crate::mixtures::Score)],
+    manifest: &crate::mixtures::Manifest,
+    command: &str,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## Evaluation on held-out packages (through `hark detect`)\n"
+    );
+    let clips: Vec<String> = manifest
+        .event_clips
+        .iter()
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "Test audio from the held-out packages only (`test_groups` and the held-out background \
+         files of the configuration; thresholds were chosen on the validation packages, never \
+         on these): {} mixtures of {:.0} s, each with one event at an event-to-background ratio \
+         of {} dB over real backgrounds and up to {} unlabelled hard negatives (event clips: {}); \
+         and {:.2} h of background-only audio from {} background clips with a hard negative \
+         every {:.0} s on average ({} hard-negative clips), on which every event is a false \
+         alarm. Scored on onsets with a 500 ms collar (DCASE 2017 Task 2).\n",
+        manifest.mixtures.len(),
+        manifest.config.seconds,
+        manifest
+            .config
+            .ebr_db
+            .iter()
+            .map(|v| format!("{v:+}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        manifest.config.negatives_per_mixture[1],
+        clips.join(", "),
+        manifest.background_seconds / 3600.0,
+        manifest.background_clips,
+        manifest.config.negative_every_s,
+        manifest.negative_clips,
+    );
+    for (name, sc) in methods {
+        let _ = writeln!(s, "**{name}**\n");
+        let _ = writeln!(
+            s,
+            "| class | reference events | detected | F1 | error rate | precision | recall | false alarms / h |\n|---|---|---|---|---|---|---|---|"
+        );
+        let er = |e: Option<f64>| e.map(|e| format!("{e:.3}")).unwrap_or("-".into());
+        for (c, m) in &sc.events.per_class {
+            let _ = writeln!(
+                s,
+                "| {c} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {:.2} |",
+                m.n_ref,
+                m.n_sys,
+                m.f1,
+                er(m.error_rate),
+                m.precision,
+                m.recall,
+                sc.false_alarms_per_hour_by_class
+                    .get(c)
+                    .copied()
+                    .unwrap_or(0.0)
+            );
+        }
+        let o = &sc.events.overall;
+        let _ = writeln!(
+            s,
+            "| overall | {} | {} | {:.3} | {} | {:.3} | {:.3} | {:.2} |\n",
+            o.n_ref,
+            o.n_sys,
+            o.f1,
+            er(o.error_rate),
+            o.precision,
+            o.recall,
+            sc.false_alarms_per_hour
+        );
+    }
+    let _ = writeln!(s, "Reproduce: `{command}`.\n");
+    s
+}
+
+/// Inserts `section` before the card's "## Known weaknesses" (or at the end), replacing an
+/// earlier evaluation section of the same title; `weaknesses` are added to that list.
+pub fn insert_evaluation(card: &str, section: &str, weaknesses: &[String]) -> String {
+    let title = section.lines().next().unwrap_or_default();
+    let mut card = card.to_string();
+    if let Some(a) = card.find(title) {
+        let rest = &card[a + title.len()..];
+        let b = rest
+            .find("\n## ")
+            .map(|i| a + title.len() + i + 1)
+            .unwrap_or(card.len());
+        card.replace_range(a..b, "");
+    }
+    let at = card.find("## Known weaknesses").unwrap_or(card.len());
+    card.insert_str(at, section);
+    if !weaknesses.is_empty() {
+        let head = "## Known weaknesses\n\n";
+        if let Some(w) = card.find(head) {
+            let list: String = weaknesses.iter().map(|w| format!("- {w}\n")).collect();
+            card.insert_str(w + head.len(), &list);
+        }
+    }
+    card
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evaluation_goes_before_the_weaknesses_and_replaces_an_old_one() {
+        let card = "# m\n\n## Evaluation\n\nold\n\n## Known weaknesses\n\n- a\n\n## Reproduce\n";
+        let sec = "## Evaluation on held-out packages (x)\n\nv1\n\n";
+        let once = insert_evaluation(card, sec, &["b".to_string()]);
+        assert!(once.find("v1").unwrap() < once.find("## Known weaknesses").unwrap());
+        assert!(once.contains("## Known weaknesses\n\n- b\n- a\n"));
+        let twice = insert_evaluation(&once, &sec.replace("v1", "v2"), &[]);
+        assert!(twice.contains("v2") && !twice.contains("v1"), "{twice}");
+        assert_eq!(twice.matches("## Evaluation on held-out").count(), 1);
+        assert!(twice.contains("## Reproduce"));
+    }
     use crate::eval::window_metrics;
     use crate::train::{ClipCounts, Method, RunOptions, run, tiny_config};
 
@@ -957,9 +1078,30 @@ mod tests {
             train_examples: vec![100, 50, 6],
             val_examples: vec![10, 5, 2],
             clips: [
-                ("background".into(), ClipCounts { train: 30, val: 5 }),
-                ("glass_break".into(), ClipCounts { train: 40, val: 4 }),
-                ("dog_bark".into(), ClipCounts { train: 3, val: 1 }),
+                (
+                    "background".into(),
+                    ClipCounts {
+                        train: 30,
+                        val: 5,
+                        test: 0,
+                    },
+                ),
+                (
+                    "glass_break".into(),
+                    ClipCounts {
+                        train: 40,
+                        val: 4,
+                        test: 0,
+                    },
+                ),
+                (
+                    "dog_bark".into(),
+                    ClipCounts {
+                        train: 3,
+                        val: 1,
+                        test: 0,
+                    },
+                ),
             ]
             .into(),
             mean: vec![0.0; 64],

@@ -407,6 +407,19 @@ pub struct SplitConfig {
     /// Seed of the hash. Default 0.
     #[serde(default)]
     pub seed: u64,
+    /// Groups held out for testing (`hark-train mixtures --split test`): their clips are
+    /// never used for training or validation. Default none.
+    #[serde(default)]
+    pub test_groups: Vec<String>,
+    /// Fraction of the background clips of the other groups held out for testing too, chosen
+    /// by a hash of the clip's name (backgrounds come from few packages, so whole packages
+    /// cannot be spared). Default 0.
+    #[serde(default)]
+    pub test_background_fraction: f64,
+    /// When set, background clips go to validation by a hash of their name with this
+    /// probability instead of by group. Default none.
+    #[serde(default)]
+    pub val_background_fraction: Option<f64>,
 }
 
 impl Default for SplitConfig {
@@ -415,6 +428,9 @@ impl Default for SplitConfig {
             val_fraction: Self::default_fraction(),
             val_groups: Vec::new(),
             seed: 0,
+            test_groups: Vec::new(),
+            test_background_fraction: 0.0,
+            val_background_fraction: None,
         }
     }
 }
@@ -432,6 +448,46 @@ impl SplitConfig {
         }
         let h = SplitMix64::new(fnv1a(group.as_bytes()) ^ self.seed).next_f64();
         h < self.val_fraction
+    }
+
+    /// Whether a clip is held out for testing: its group is a test group, or it is a
+    /// background whose name hashes below `test_background_fraction`.
+    pub fn is_test(&self, name: &str, group: &str, role: Role) -> bool {
+        if self.test_groups.iter().any(|g| g == group) {
+            return true;
+        }
+        role == Role::Background
+            && self.test_background_fraction > 0.0
+            && SplitMix64::new(fnv1a(name.as_bytes()) ^ self.seed ^ 0x7465_7374).next_f64()
+                < self.test_background_fraction
+    }
+
+    /// Whether a clip goes to validation: backgrounds by a hash of their name when
+    /// `val_background_fraction` is set (backgrounds come from few packages), everything
+    /// else by [`SplitConfig::is_val`] of its group.
+    pub fn is_val_clip(&self, name: &str, group: &str, role: Role) -> bool {
+        match (role, self.val_background_fraction) {
+            (Role::Background, Some(f)) => {
+                SplitMix64::new(fnv1a(name.as_bytes()) ^ self.seed ^ 0x7661_6c62).next_f64() < f
+            }
+            _ => self.is_val(group),
+        }
+    }
+
+    /// Splits clips into (train, validation) by [`SplitConfig::is_val_clip`].
+    pub fn split_clips(&self, clips: &[Clip]) -> (Vec<Clip>, Vec<Clip>) {
+        clips
+            .iter()
+            .cloned()
+            .partition(|c| !self.is_val_clip(&c.name, &c.group, c.role))
+    }
+
+    /// Splits clips into (development, test) by [`SplitConfig::is_test`].
+    pub fn split_test(&self, clips: &[Clip]) -> (Vec<Clip>, Vec<Clip>) {
+        clips
+            .iter()
+            .cloned()
+            .partition(|c| !self.is_test(&c.name, &c.group, c.role))
     }
 
     /// Splits items into (train, validation).
@@ -464,6 +520,10 @@ pub struct Clip {
     pub role: Role,
     /// Its group.
     pub group: String,
+    /// The source class it was listed under (before the class map), e.g. `bg_music`:
+    /// backgrounds are drawn evenly over these kinds, so that a kind with many short files
+    /// does not dominate.
+    pub kind: String,
     /// Mono samples at 16 kHz.
     pub samples: Vec<f32>,
 }
@@ -498,6 +558,7 @@ pub fn load_clips(items: &[LabeledItem], max_seconds: Option<f64>) -> (Vec<Clip>
                     class: it.class.clone(),
                     role: it.role,
                     group: it.group.clone(),
+                    kind: it.source_class.clone(),
                     samples: d.samples,
                 });
             }
@@ -704,6 +765,52 @@ mod tests {
             "{}",
             skipped[0].reason
         );
+    }
+
+    #[test]
+    fn test_groups_and_held_out_backgrounds_never_reach_training() {
+        let mk = |name: &str, group: &str, role: Role| Clip {
+            name: name.into(),
+            class: "c".into(),
+            role,
+            group: group.into(),
+            kind: "k".into(),
+            samples: vec![0.0],
+        };
+        let mut clips = vec![
+            mk("e1", "pkgA", Role::Event),
+            mk("e2", "pkgT", Role::Event),
+            mk("n1", "pkgT", Role::Negative),
+            mk("n2", "pkgV", Role::Negative),
+        ];
+        for i in 0..400 {
+            clips.push(mk(&format!("bg{i}"), "pkgB", Role::Background));
+        }
+        let split = SplitConfig {
+            val_groups: vec!["pkgV".into()],
+            test_groups: vec!["pkgT".into()],
+            test_background_fraction: 0.25,
+            val_background_fraction: Some(0.25),
+            ..Default::default()
+        };
+        let (dev, test) = split.split_test(&clips);
+        assert!(test.iter().any(|c| c.name == "e2") && test.iter().any(|c| c.name == "n1"));
+        assert!(dev.iter().all(|c| c.group != "pkgT"));
+        let test_bg = test.iter().filter(|c| c.role == Role::Background).count();
+        assert!((70..130).contains(&test_bg), "{test_bg} of 400 held out");
+        let (train, val) = split.split_clips(&dev);
+        assert!(val.iter().any(|c| c.name == "n2") && train.iter().any(|c| c.name == "e1"));
+        let val_bg = val.iter().filter(|c| c.role == Role::Background).count();
+        assert!(
+            (40..110).contains(&val_bg),
+            "{val_bg} of {} to validation",
+            400 - test_bg
+        );
+        // Deterministic, and disjoint.
+        assert_eq!(split.split_test(&clips).1, test);
+        for c in &train {
+            assert!(!val.contains(c) && !test.contains(c));
+        }
     }
 
     #[test]

@@ -136,6 +136,15 @@ pub struct ExampleConfig {
     /// Smallest part of an event that must lie inside its window, as a fraction of the window
     /// or of the event, whichever is shorter. Default 0.5.
     pub min_event_fraction: f32,
+    /// When set, events (and hard negatives) are placed so that the window ends this long
+    /// after their onset, seconds, drawn uniformly (`min_event_fraction` is then unused). This
+    /// is what a streaming detector is asked at each hop: "did an event start in the last
+    /// moments?"; [0.1, 0.6] teaches it to fire within a tenth of a second of an onset and to
+    /// hold for about half a second. Default none.
+    pub onset_to_end_s: Option<[f32; 2]>,
+    /// Gain applied to the whole mixed window, ± dB (uniform): the detector should not rely
+    /// on absolute level. Default 0 (off).
+    pub window_gain_db: f32,
     /// Level of the background windows: RMS in dBFS drawn uniformly from this range. Default
     /// [-40, -20].
     pub background_dbfs: [f32; 2],
@@ -152,6 +161,8 @@ impl Default for ExampleConfig {
             background_ratio: 0.5,
             negative_prob: 0.5,
             min_event_fraction: 0.5,
+            onset_to_end_s: None,
+            window_gain_db: 0.0,
             background_dbfs: [-40.0, -20.0],
             augment: AugmentConfig::default(),
         }
@@ -353,6 +364,19 @@ pub fn mix_at_ebr(background: &mut [f32], event: &[f32], onset: usize, ebr_db: f
         *b += g * e;
     }
     g
+}
+
+/// Clips grouped by [`Clip::kind`] (in order of first appearance), so that each kind can be
+/// drawn with equal odds.
+pub fn by_kind<'a>(clips: impl Iterator<Item = &'a Clip>) -> Vec<Vec<&'a Clip>> {
+    let mut kinds: Vec<Vec<&Clip>> = Vec::new();
+    for c in clips {
+        match kinds.iter_mut().find(|k| k[0].kind == c.kind) {
+            Some(k) => k.push(c),
+            None => kinds.push(vec![c]),
+        }
+    }
+    kinds
 }
 
 /// A stretch of `len` samples of `clip` starting at a random position (looped when the clip
@@ -566,6 +590,13 @@ pub fn generate(
             "window_frames must be positive and ebr_db non-empty".into(),
         ));
     }
+    if let Some([a, b]) = cfg.onset_to_end_s
+        && !(a >= 0.0 && b >= a && b.is_finite())
+    {
+        return Err(ExampleError::Config(format!(
+            "onset_to_end_s [{a}, {b}] must be a range of non-negative seconds"
+        )));
+    }
     let mut fe = Frontend::new(frontend.clone())?;
     let win = (cfg.window_frames - 1) * frontend.hop_length + frontend.window_length;
     let label_of: BTreeMap<&str, usize> = classes
@@ -580,10 +611,7 @@ pub fn generate(
         .iter()
         .filter(|c| c.role == Role::Event && label_of.contains_key(c.class.as_str()))
         .collect();
-    let backgrounds: Vec<&Clip> = clips
-        .iter()
-        .filter(|c| c.role == Role::Background)
-        .collect();
+    let backgrounds = by_kind(clips.iter().filter(|c| c.role == Role::Background));
     let negatives: Vec<&Clip> = clips.iter().filter(|c| c.role == Role::Negative).collect();
     if events.is_empty() && backgrounds.is_empty() {
         return Err(ExampleError::NoClips("event or background"));
@@ -601,7 +629,8 @@ pub fn generate(
         let mut w = if backgrounds.is_empty() {
             (0..win).map(|_| rng.normal()).collect()
         } else {
-            let b = backgrounds[rng.below(backgrounds.len())];
+            let kind = &backgrounds[rng.below(backgrounds.len())];
+            let b = kind[rng.below(kind.len())];
             random_stretch(&b.samples, win, rng)
         };
         let target = db_to_gain(rng.range(cfg.background_dbfs[0], cfg.background_dbfs[1]));
@@ -612,10 +641,19 @@ pub fn generate(
     // Places an event in a window: onset such that at least the configured fraction lies
     // inside.
     let place = |ev_len: usize, rng: &mut Rng| -> usize {
+        if let Some([a, b]) = cfg.onset_to_end_s {
+            let d = (rng.range(a, b) * frontend.sample_rate as f32) as usize;
+            return win.saturating_sub(d.max(1));
+        }
         let must = ((ev_len.min(win) as f32) * cfg.min_event_fraction) as usize;
         rng.below(win - must.min(win) + 1)
     };
-    let mut push = |samples: &[f32], label: usize, set: &mut ExampleSet| {
+    let gain_db = cfg.window_gain_db;
+    let mut push = |samples: &mut [f32], label: usize, set: &mut ExampleSet, rng: &mut Rng| {
+        if gain_db > 0.0 {
+            let g = db_to_gain(rng.range(-gain_db, gain_db));
+            samples.iter_mut().for_each(|v| *v *= g);
+        }
         let (f, _) = fe.compute(samples);
         debug_assert_eq!(f.len(), cfg.window_frames * frontend.n_mels);
         set.features.extend_from_slice(&f);
@@ -631,7 +669,7 @@ pub fn generate(
             let onset = place(e.len(), &mut rng);
             let ebr = cfg.ebr_db[rng.below(cfg.ebr_db.len())];
             mix_at_ebr(&mut w, &e, onset, ebr);
-            push(&w, label, &mut set);
+            push(&mut w, label, &mut set, &mut rng);
             n_event_windows += 1;
         }
     }
@@ -649,7 +687,7 @@ pub fn generate(
             let ebr = cfg.ebr_db[rng.below(cfg.ebr_db.len())];
             mix_at_ebr(&mut w, &e, onset, ebr);
         }
-        push(&w, bg_label, &mut set);
+        push(&mut w, bg_label, &mut set, &mut rng);
     }
     Ok(set)
 }
@@ -759,6 +797,7 @@ pub fn synthetic_clips(cfg: &SyntheticConfig, seed: u64) -> Vec<Clip> {
             class: class.into(),
             role,
             group: format!("synth{}", i % groups),
+            kind: format!("synthetic_{kind}"),
             samples,
         });
     };

@@ -8,7 +8,10 @@ use clap::{Parser, Subcommand};
 use hark::frontend::FrontendConfig;
 use hark_trainer::card::export_run;
 use hark_trainer::features::features_of_file;
-use hark_trainer::train::{EpochRecord, Progress, RunOptions, TrainConfig, run};
+use hark_trainer::mixtures::{self, MixtureConfig};
+use hark_trainer::train::{
+    EpochRecord, Method, Progress, RunOptions, TrainConfig, load_data_clips, run,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// hark-train: data preparation, training, evaluation and export for hark.
@@ -47,6 +50,9 @@ enum Command {
         /// printed). Progress bars are shown only when standard error is a terminal.
         #[arg(short, long)]
         quiet: bool,
+        /// Override the configuration's method: `centroid` or `weighted_ce` (the baseline).
+        #[arg(long)]
+        method: Option<String>,
     },
     /// Export a finished training run (its `config.toml` and best checkpoint) as ONNX, with
     /// its model card (markdown) beside it (`NAME.md` for `NAME.onnx`).
@@ -60,6 +66,75 @@ enum Command {
         /// class, each in (0, 1); replaces the run's thresholds.
         #[arg(long)]
         thresholds: Option<PathBuf>,
+    },
+    /// Write evaluation audio the DCASE 2017 Task 2 way from one split of a configuration's
+    /// data: 30-second mixtures with one event each (-6, 0, +6 dB), long background-only
+    /// files with hard negatives (false alarms per hour), `reference.tsv`, `manifest.json`.
+    Mixtures {
+        /// The training configuration (its data, class map and split).
+        #[arg(long)]
+        config: PathBuf,
+        /// `test` (held-out groups) or `val` (validation groups).
+        #[arg(long)]
+        split: String,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Mixtures per event clip.
+        #[arg(long, default_value_t = 3)]
+        per_event: usize,
+        /// Minutes of background-only audio.
+        #[arg(long, default_value_t = 60.0)]
+        background_minutes: f32,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Score `hark detect`'s JSON lines on a mixture folder: per-class event F1 and error rate
+    /// (onset only, 500 ms collar) and false alarms per hour.
+    Score {
+        /// The mixture folder.
+        mixtures: PathBuf,
+        /// The JSON lines of `hark detect` on its files (`-` for stdin).
+        detections: PathBuf,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Choose per-class thresholds of a model on a validation mixture folder and write them
+    /// as JSON (for `hark-train export --thresholds`).
+    Tune {
+        /// The ONNX model.
+        #[arg(long)]
+        model: PathBuf,
+        /// The validation mixture folder.
+        #[arg(long)]
+        mixtures: PathBuf,
+        /// Output JSON of thresholds.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// False-alarm budget per hour, shared by the event classes.
+        #[arg(long, default_value_t = 1.0)]
+        max_false_alarms_per_hour: f64,
+    },
+    /// Add the test evaluation (the JSON of `hark-train score` for one or more methods) to a
+    /// model card, before its known weaknesses.
+    CardEval {
+        /// The model card (markdown), rewritten in place.
+        #[arg(long)]
+        card: PathBuf,
+        /// `NAME=SCORE.json`, once per method, in the order to show.
+        #[arg(long = "method", required = true)]
+        methods: Vec<String>,
+        /// The test mixture folder the scores are of.
+        #[arg(long)]
+        mixtures: PathBuf,
+        /// The command that reproduces the figures.
+        #[arg(long)]
+        command: String,
+        /// A markdown file of further known weaknesses, one `- ` item per line.
+        #[arg(long)]
+        weaknesses: Option<PathBuf>,
     },
 }
 
@@ -176,9 +251,22 @@ impl Reporter {
     }
 }
 
-fn train(config: PathBuf, out: Option<PathBuf>, resume: bool, quiet: bool) -> Result<()> {
-    let cfg = TrainConfig::load(&config)
+fn train(
+    config: PathBuf,
+    out: Option<PathBuf>,
+    resume: bool,
+    method: Option<String>,
+    quiet: bool,
+) -> Result<()> {
+    let mut cfg = TrainConfig::load(&config)
         .with_context(|| format!("reading the configuration {}", config.display()))?;
+    if let Some(m) = method {
+        cfg.method = match m.as_str() {
+            "centroid" => Method::Centroid,
+            "weighted_ce" => Method::WeightedCe,
+            other => bail!("--method {other:?}: expected centroid or weighted_ce"),
+        };
+    }
     let base_dir = config
         .parent()
         .map(PathBuf::from)
@@ -231,6 +319,165 @@ fn export(run_dir: PathBuf, output: PathBuf, thresholds: Option<PathBuf>) -> Res
     Ok(())
 }
 
+fn make_mixtures(
+    config: PathBuf,
+    split: String,
+    out: PathBuf,
+    per_event: usize,
+    background_minutes: f32,
+    seed: u64,
+) -> Result<()> {
+    let cfg = TrainConfig::load(&config)
+        .with_context(|| format!("reading the configuration {}", config.display()))?;
+    let base_dir = config
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let clips = load_data_clips(&cfg, &base_dir, &mut |p| {
+        if let Progress::Skipped(s) = p {
+            eprintln!("warning: skipping {}: {}", s.path.display(), s.reason)
+        }
+    })?;
+    let (dev, test) = cfg.data.split.split_test(&clips);
+    let chosen = match split.as_str() {
+        "test" => test,
+        "val" => cfg.data.split.split_clips(&dev).1,
+        other => bail!("--split {other:?}: expected test or val"),
+    };
+    let classes = cfg
+        .data
+        .classes
+        .clone()
+        .unwrap_or_else(|| hark_trainer::examples::class_list(&chosen));
+    let mcfg = MixtureConfig {
+        per_event,
+        background_minutes,
+        seed,
+        ..Default::default()
+    };
+    let m = mixtures::make(&chosen, &classes, &mcfg, &out)
+        .with_context(|| format!("making {split} mixtures in {}", out.display()))?;
+    eprintln!(
+        "{} mixtures ({} event clips: {:?}), {:.0} s of background from {} clips with {} hard negatives, in {}",
+        m.mixtures.len(),
+        m.event_clips.values().sum::<usize>(),
+        m.event_clips,
+        m.background_seconds,
+        m.background_clips,
+        m.negative_clips,
+        out.display()
+    );
+    Ok(())
+}
+
+fn score(dir: PathBuf, detections: PathBuf, json: Option<PathBuf>) -> Result<()> {
+    let manifest = mixtures::read_manifest(&dir)?;
+    let text = if detections.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&detections)
+            .with_context(|| format!("reading {}", detections.display()))?
+    };
+    let dets = mixtures::parse_detections(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", detections.display()))?;
+    let s = mixtures::score(&manifest, &dets).map_err(anyhow::Error::msg)?;
+    println!("| class | events | F1 | error rate | precision | recall | false alarms / h |");
+    println!("|---|---|---|---|---|---|---|");
+    for (c, m) in &s.events.per_class {
+        println!(
+            "| {c} | {} | {:.3} | {} | {:.3} | {:.3} | {:.2} |",
+            m.n_ref,
+            m.f1,
+            m.error_rate
+                .map(|e| format!("{e:.3}"))
+                .unwrap_or("-".into()),
+            m.precision,
+            m.recall,
+            s.false_alarms_per_hour_by_class
+                .get(c)
+                .copied()
+                .unwrap_or(0.0)
+        );
+    }
+    let o = &s.events.overall;
+    println!(
+        "| overall | {} | {:.3} | {} | {:.3} | {:.3} | {:.2} |",
+        o.n_ref,
+        o.f1,
+        o.error_rate
+            .map(|e| format!("{e:.3}"))
+            .unwrap_or("-".into()),
+        o.precision,
+        o.recall,
+        s.false_alarms_per_hour
+    );
+    eprintln!(
+        "({:.2} h of background-only audio; onset-only matching, 500 ms collar)",
+        s.background_hours
+    );
+    if let Some(p) = json {
+        std::fs::write(&p, serde_json::to_vec_pretty(&s)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn tune(model: PathBuf, dir: PathBuf, output: PathBuf, budget: f64) -> Result<()> {
+    let m = hark::model::Model::load(&model)?;
+    let manifest = mixtures::read_manifest(&dir)?;
+    let t = hark_trainer::tune::tune(&m, &dir, &manifest, budget)?;
+    for (c, cands) in &t.candidates {
+        let chosen = t.thresholds[c];
+        let at = cands.iter().find(|x| x.threshold == chosen);
+        eprintln!(
+            "{c:<14} threshold {chosen:.2}  validation F1 {:.3}  false alarms/h {:.2}",
+            at.map(|x| x.f1).unwrap_or(0.0),
+            at.map(|x| x.false_alarms_per_hour).unwrap_or(0.0)
+        );
+    }
+    std::fs::write(&output, serde_json::to_vec_pretty(&t.thresholds)?)
+        .with_context(|| format!("writing {}", output.display()))?;
+    let detail = output.with_extension("candidates.json");
+    std::fs::write(&detail, serde_json::to_vec_pretty(&t)?)
+        .with_context(|| format!("writing {}", detail.display()))?;
+    Ok(())
+}
+
+fn card_eval(
+    card: PathBuf,
+    methods: Vec<String>,
+    dir: PathBuf,
+    command: String,
+    weaknesses: Option<PathBuf>,
+) -> Result<()> {
+    let manifest = mixtures::read_manifest(&dir)?;
+    let mut scores = Vec::new();
+    for m in methods {
+        let (name, path) = m
+            .split_once('=')
+            .with_context(|| format!("--method {m:?}: expected NAME=SCORE.json"))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        let sc: mixtures::Score =
+            serde_json::from_str(&text).with_context(|| format!("{path}: not a score"))?;
+        scores.push((name.to_string(), sc));
+    }
+    let extra: Vec<String> = match &weaknesses {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .lines()
+            .filter_map(|l| l.strip_prefix("- ").map(str::to_string))
+            .collect(),
+        None => Vec::new(),
+    };
+    let text =
+        std::fs::read_to_string(&card).with_context(|| format!("reading {}", card.display()))?;
+    let section = hark_trainer::card::evaluation_section(&scores, &manifest, &command);
+    let out = hark_trainer::card::insert_evaluation(&text, &section, &extra);
+    std::fs::write(&card, out).with_context(|| format!("writing {}", card.display()))?;
+    eprintln!("evaluation added to {}", card.display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Features { files } => features(files),
@@ -238,12 +485,39 @@ fn main() -> Result<()> {
             config,
             out,
             resume,
+            method,
             quiet,
-        } => train(config, out, resume, quiet),
+        } => train(config, out, resume, method, quiet),
         Command::Export {
             run_dir,
             output,
             thresholds,
         } => export(run_dir, output, thresholds),
+        Command::Mixtures {
+            config,
+            split,
+            out,
+            per_event,
+            background_minutes,
+            seed,
+        } => make_mixtures(config, split, out, per_event, background_minutes, seed),
+        Command::Score {
+            mixtures,
+            detections,
+            json,
+        } => score(mixtures, detections, json),
+        Command::Tune {
+            model,
+            mixtures,
+            output,
+            max_false_alarms_per_hour,
+        } => tune(model, mixtures, output, max_false_alarms_per_hour),
+        Command::CardEval {
+            card,
+            methods,
+            mixtures,
+            command,
+            weaknesses,
+        } => card_eval(card, methods, mixtures, command, weaknesses),
     }
 }

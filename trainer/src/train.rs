@@ -106,6 +106,11 @@ pub struct DataSection {
     /// The synthetic tones / chirps / noise bursts set (`[data.synthetic]`), added to the
     /// sources when present. Default absent.
     pub synthetic: Option<SyntheticConfig>,
+    /// Synthetic infant cries (`[data.baby_cry]`), added when present. Default absent.
+    pub baby_cry: Option<crate::synth::BabyCryConfig>,
+    /// Synthetic breaking glass (`[data.glass]`), added to the real clips when present.
+    /// Default absent.
+    pub glass: Option<crate::synth::GlassConfig>,
     /// Source class → target class / `"background"` / `"negative"` / `"drop"`.
     /// Default: every class kept under its own name.
     pub class_map: ClassMap,
@@ -123,6 +128,8 @@ impl Default for DataSection {
         Self {
             sources: Vec::new(),
             synthetic: None,
+            baby_cry: None,
+            glass: None,
             class_map: ClassMap::default(),
             split: SplitConfig::default(),
             max_clip_seconds: 30.0,
@@ -458,6 +465,12 @@ pub fn load_data_clips(
     if let Some(s) = &cfg.data.synthetic {
         clips.extend(synthetic_clips(s, cfg.seed));
     }
+    if let Some(s) = &cfg.data.baby_cry {
+        clips.extend(crate::synth::baby_cry_clips(s, cfg.seed));
+    }
+    if let Some(s) = &cfg.data.glass {
+        clips.extend(crate::synth::glass_clips(s, cfg.seed));
+    }
     for src in &cfg.data.sources {
         let items = src.items(base_dir)?;
         let labeled = cfg.data.class_map.apply(&items);
@@ -482,7 +495,8 @@ pub fn prepare_data(
     clips: &[Clip],
     base_dir: &Path,
 ) -> Result<PreparedData, TrainError> {
-    let (train_clips, val_clips) = cfg.data.split.split(clips, |c| &c.group);
+    let (dev_clips, _test) = cfg.data.split.split_test(clips);
+    let (train_clips, val_clips) = cfg.data.split.split_clips(&dev_clips);
     if train_clips.is_empty() || val_clips.is_empty() {
         return Err(TrainError::Config(format!(
             "the split leaves {} training and {} validation clips; both must be non-empty",
@@ -1372,6 +1386,9 @@ pub struct ClipCounts {
     pub train: usize,
     /// Validation clips.
     pub val: usize,
+    /// Clips held out for testing (never trained or validated on).
+    #[serde(default)]
+    pub test: usize,
 }
 
 /// What a run records about its data in `checkpoint/data.json`: enough, with the checkpoint,
@@ -1405,7 +1422,9 @@ impl RunData {
                 _ => c.class.clone(),
             };
             let e = counts.entry(key).or_default();
-            if cfg.data.split.is_val(&c.group) {
+            if cfg.data.split.is_test(&c.name, &c.group, c.role) {
+                e.test += 1;
+            } else if cfg.data.split.is_val_clip(&c.name, &c.group, c.role) {
                 e.val += 1;
             } else {
                 e.train += 1;
