@@ -12,6 +12,7 @@ pub mod kmeans;
 pub mod loss;
 pub mod mixtures;
 pub mod model;
+pub mod plots;
 pub mod synth;
 pub mod train;
 pub mod tune;

@@ -1,5 +1,6 @@
 //! The `hark-train` command.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -8,7 +9,10 @@ use hark::frontend::FrontendConfig;
 use hark_trainer::card::export_run;
 use hark_trainer::features::features_of_file;
 use hark_trainer::mixtures::{self, MixtureConfig};
-use hark_trainer::train::{Method, Progress, RunOptions, TrainConfig, load_data_clips, run};
+use hark_trainer::train::{
+    EpochRecord, Method, Progress, RunOptions, TrainConfig, load_data_clips, run,
+};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// hark-train: data preparation, training, evaluation and export for hark.
 #[derive(Parser, Debug)]
@@ -28,8 +32,9 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Train a model from a TOML configuration and export it as ONNX (`model.onnx` in the
-    /// output folder, beside `config.toml`, `metrics.csv`, `metrics.json`, `summary.json` and
-    /// `checkpoint/`).
+    /// output folder, beside `config.toml`, `metrics.csv`, `metrics.json`, `summary.json`,
+    /// `checkpoint/` and, unless `plots = false`, the PNG plots `loss_curves.png`,
+    /// `confusion_matrix.png` and `embeddings_pca.png`).
     Train {
         /// The training configuration (TOML); relative paths in it are resolved against its
         /// folder.
@@ -41,6 +46,10 @@ enum Command {
         /// Continue from the checkpoint in the output folder.
         #[arg(long)]
         resume: bool,
+        /// No progress bars and no per-epoch lines (warnings and the final summary are still
+        /// printed). Progress bars are shown only when standard error is a terminal.
+        #[arg(short, long)]
+        quiet: bool,
         /// Override the configuration's method: `centroid` or `weighted_ce` (the baseline).
         #[arg(long)]
         method: Option<String>,
@@ -170,11 +179,103 @@ fn features(files: Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// What `hark-train train` prints while it runs: a progress bar per epoch (batches, running
+/// loss) when standard error is a terminal, and a line per epoch.
+struct Reporter {
+    quiet: bool,
+    bars: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl Reporter {
+    fn new(quiet: bool) -> Self {
+        Self {
+            quiet,
+            bars: !quiet && std::io::stderr().is_terminal(),
+            bar: None,
+        }
+    }
+
+    /// Prints a line without tearing the bar.
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(b) => b.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn epoch_line(r: &EpochRecord) -> String {
+        format!(
+            "{:<11} epoch {:>3}  loss {:.4}  val loss {:.4}  val balanced acc {:.3}  val macro F1 {:.3}  ({:.2} s)",
+            r.stage,
+            r.epoch,
+            r.train_loss,
+            r.val_loss,
+            r.val_balanced_accuracy,
+            r.val_macro_f1,
+            r.seconds
+        )
+    }
+
+    fn report(&mut self, p: Progress) {
+        match p {
+            Progress::Skipped(s) => self.line(&format!(
+                "warning: skipping {}: {}",
+                s.path.display(),
+                s.reason
+            )),
+            Progress::Info(m) => {
+                if !self.quiet || m.starts_with("warning") {
+                    self.line(&m)
+                }
+            }
+            Progress::Batch {
+                stage,
+                epoch,
+                batch,
+                batches,
+                loss,
+            } => {
+                if !self.bars {
+                    return;
+                }
+                if batch == 1 || self.bar.is_none() {
+                    if let Some(b) = self.bar.take() {
+                        b.finish_and_clear();
+                    }
+                    let b = ProgressBar::new(batches as u64).with_style(
+                        ProgressStyle::with_template(
+                            "{prefix:<11} {msg} [{bar:30}] {pos}/{len} batches {elapsed} (eta {eta})",
+                        )
+                        .expect("a valid template")
+                        .progress_chars("=> "),
+                    );
+                    b.set_prefix(stage.to_string());
+                    self.bar = Some(b);
+                }
+                if let Some(b) = &self.bar {
+                    b.set_message(format!("epoch {epoch:>3}  loss {loss:.4}"));
+                    b.set_position(batch as u64);
+                }
+            }
+            Progress::Epoch(r) => {
+                if let Some(b) = self.bar.take() {
+                    b.finish_and_clear();
+                }
+                if !self.quiet {
+                    eprintln!("{}", Self::epoch_line(r));
+                }
+            }
+        }
+    }
+}
+
 fn train(
     config: PathBuf,
     out: Option<PathBuf>,
     resume: bool,
     method: Option<String>,
+    quiet: bool,
 ) -> Result<()> {
     let mut cfg = TrainConfig::load(&config)
         .with_context(|| format!("reading the configuration {}", config.display()))?;
@@ -204,23 +305,12 @@ fn train(
         config_path: Some(config.clone()),
     };
     eprintln!("training ({:?}) into {}", cfg.method, out.display());
-    let outcome = run(&cfg, &opts, &mut |p| match p {
-        Progress::Skipped(s) => {
-            eprintln!("warning: skipping {}: {}", s.path.display(), s.reason)
-        }
-        Progress::Info(m) => eprintln!("{m}"),
-        Progress::Epoch(r) => eprintln!(
-            "{:<11} epoch {:>3}  loss {:.4}  val loss {:.4}  val balanced acc {:.3}  val macro F1 {:.3}  ({:.2} s)",
-            r.stage,
-            r.epoch,
-            r.train_loss,
-            r.val_loss,
-            r.val_balanced_accuracy,
-            r.val_macro_f1,
-            r.seconds
-        ),
-    })
-    .with_context(|| format!("training with {}", config.display()))?;
+    let mut reporter = Reporter::new(quiet);
+    let outcome = run(&cfg, &opts, &mut |p| reporter.report(p));
+    if let Some(b) = reporter.bar.take() {
+        b.finish_and_clear();
+    }
+    let outcome = outcome.with_context(|| format!("training with {}", config.display()))?;
     let m = &outcome.val_metrics;
     eprintln!(
         "validation: balanced accuracy {:.3}, accuracy {:.3}, macro F1 {:.3}",
@@ -456,7 +546,8 @@ fn main() -> Result<()> {
             out,
             resume,
             method,
-        } => train(config, out, resume, method),
+            quiet,
+        } => train(config, out, resume, method, quiet),
         Command::Export {
             run_dir,
             output,

@@ -243,6 +243,10 @@ pub struct TrainConfig {
     pub frontend: FrontendConfig,
     /// Detection threshold written into the model for every event class. Default 0.5.
     pub threshold: f32,
+    /// Write PNG plots into the output folder: loss curves, the validation confusion
+    /// matrix, PCA projections of the validation embeddings at several epochs
+    /// ([`crate::plots`]). Default true.
+    pub plots: bool,
 }
 
 impl Default for TrainConfig {
@@ -267,6 +271,7 @@ impl Default for TrainConfig {
             cache_dir: None,
             frontend: FrontendConfig::default(),
             threshold: 0.5,
+            plots: true,
         }
     }
 }
@@ -297,6 +302,16 @@ pub enum TrainError {
         /// What went wrong.
         problem: String,
     },
+}
+
+fn plot_error(e: crate::plots::PlotError) -> TrainError {
+    match e {
+        crate::plots::PlotError::Io { path, problem } => TrainError::Io { path, problem },
+        e => TrainError::Io {
+            path: PathBuf::from("plots"),
+            problem: e.to_string(),
+        },
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -393,6 +408,19 @@ pub enum Progress<'a> {
     Info(String),
     /// An epoch finished.
     Epoch(&'a EpochRecord),
+    /// A training batch finished.
+    Batch {
+        /// The stage.
+        stage: &'a str,
+        /// The epoch within the stage, from 1.
+        epoch: usize,
+        /// Batches done in this epoch, from 1.
+        batch: usize,
+        /// Batches in this epoch.
+        batches: usize,
+        /// Mean training loss of the epoch so far.
+        loss: f64,
+    },
 }
 
 /// Options of one run that are not part of the configuration.
@@ -824,6 +852,7 @@ struct Ctx<'a> {
     stop_after: Option<usize>,
     interrupted: bool,
     progress: &'a mut dyn FnMut(Progress),
+    snapshots: crate::plots::Snapshots,
 }
 
 impl Ctx<'_> {
@@ -934,6 +963,30 @@ impl Ctx<'_> {
         r
     }
 
+    /// Reports a finished batch (`b` from 0) of `epoch` (from 0).
+    fn batch_done(&mut self, stage: &str, epoch: usize, b: usize, batches: usize, loss: f64) {
+        (self.progress)(Progress::Batch {
+            stage,
+            epoch: epoch + 1,
+            batch: b + 1,
+            batches,
+            loss,
+        });
+    }
+
+    /// The plots' hook after an epoch (from 1): an embedding snapshot when one is due.
+    fn snapshot(
+        &mut self,
+        stage: &str,
+        epoch: usize,
+        stopped: bool,
+        net: &EmbeddingNet<A>,
+    ) -> Result<(), TrainError> {
+        self.snapshots
+            .after_epoch(self.cfg, stage, epoch, stopped, net, &self.data.val)
+            .map_err(plot_error)
+    }
+
     fn stop_value(&self, r: &EpochRecord) -> f64 {
         match self.cfg.early_stopping.metric {
             StopMetric::BalancedAccuracy => r.val_balanced_accuracy,
@@ -1006,7 +1059,9 @@ impl Ctx<'_> {
                 clusters = loss.recluster(&emb, &train.labels)?;
             }
             let (mut sum, mut count) = (0.0f64, 0usize);
-            for idx in self.batches(STAGE, epoch) {
+            let batches = self.batches(STAGE, epoch);
+            let n_batches = batches.len();
+            for (b, idx) in batches.into_iter().enumerate() {
                 let (x, y) = train.batch::<A>(&idx, &Default::default());
                 let (e, y, ids) = match self.cfg.examples.frame_targets.as_ref() {
                     None => {
@@ -1034,6 +1089,7 @@ impl Ctx<'_> {
                 let grads = GradientsParams::from_grads(l.backward(), &net);
                 net = optim.step(lr, net, grads);
                 loss.update_centroids(&e.inner(), &ids)?;
+                self.batch_done(STAGE, epoch, b, n_batches, sum / count as f64);
             }
             let (vloss, m) = self.validate_embedding(&net.valid(), &loss)?;
             let r = self.record_epoch(STAGE, epoch + 1, sum / count.max(1) as f64, vloss, &m, t0);
@@ -1047,6 +1103,7 @@ impl Ctx<'_> {
                 bad += 1;
             }
             let stopped = es.patience > 0 && bad >= es.patience;
+            self.snapshot(STAGE, epoch + 1, stopped, &net)?;
             debug_assert_eq!(loss.n_clusters() * d, loss.centroids().len());
             self.ck.save_module("net", &net)?;
             self.ck.save_module("best_net", &best_net)?;
@@ -1135,7 +1192,9 @@ impl Ctx<'_> {
             }
             let t0 = Instant::now();
             let (mut sum, mut count) = (0.0f64, 0usize);
-            for idx in self.batches(stage, epoch) {
+            let batches = self.batches(stage, epoch);
+            let n_batches = batches.len();
+            for (b, idx) in batches.into_iter().enumerate() {
                 let (x, y) = train.batch::<A>(&idx, &Default::default());
                 let (mut e, y) = match self.cfg.examples.frame_targets.as_ref() {
                     None => (net.forward(x), y),
@@ -1158,6 +1217,7 @@ impl Ctx<'_> {
                     let g_net = GradientsParams::from_module(&mut grads, &net);
                     net = optim_net.step(lr * net_lr_scale, net, g_net);
                 }
+                self.batch_done(stage, epoch, b, n_batches, sum / count as f64);
             }
             let (pred, vloss) = classify(
                 &net.valid(),
@@ -1179,6 +1239,7 @@ impl Ctx<'_> {
                 bad += 1;
             }
             let stopped = es.patience > 0 && bad >= es.patience;
+            self.snapshot(stage, epoch + 1, stopped, &net)?;
             self.ck.save_module("net", &net)?;
             self.ck.save_module("clf", &clf)?;
             self.ck.save_module("best_net", &best_net)?;
@@ -1224,6 +1285,8 @@ pub fn train_prepared(
     if let Some(d) = &ck_dir {
         fs::create_dir_all(d).map_err(io_err(d))?;
     }
+    let snapshots = crate::plots::Snapshots::new(cfg.plots, ck_dir.as_deref(), opts.resume)
+        .map_err(plot_error)?;
     let mut ctx = Ctx {
         cfg,
         data,
@@ -1232,6 +1295,7 @@ pub fn train_prepared(
         stop_after: opts.stop_after_epochs,
         interrupted: false,
         progress,
+        snapshots,
     };
     let resume = if opts.resume {
         if ctx.ck.dir.is_none() {
@@ -1288,6 +1352,20 @@ pub fn train_prepared(
     };
     let (net, classifier) = (net.valid(), clf.valid());
     let val_metrics = evaluate(&net, &classifier, &data.val, cfg.batch_size);
+    if let Some(d) = &opts.out_dir
+        && cfg.plots
+        && !ctx.interrupted
+    {
+        // A plot that fails is reported, never the end of a trained run.
+        let s = &ctx.snapshots.taken;
+        match crate::plots::write_run_plots(d, &ctx.history, &val_metrics, &data.classes, s) {
+            Ok(files) => {
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                (ctx.progress)(Progress::Info(format!("plots: {}", names.join(", "))))
+            }
+            Err(e) => (ctx.progress)(Progress::Info(format!("warning: plots not written: {e}"))),
+        }
+    }
     Ok(TrainOutcome {
         history: ctx.history,
         net,

@@ -1,0 +1,49 @@
+//! `hark-train train` through the binary: what it prints and the plots it writes.
+
+use std::fs;
+use std::process::Command;
+
+#[test]
+fn train_prints_epoch_lines_and_writes_plots_and_quiet_prints_less() {
+    let bin = env!("CARGO_BIN_EXE_hark-train");
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = include_str!("../configs/tiny.toml");
+    let cfg = tmp.path().join("tiny2.toml");
+    fs::write(
+        &cfg,
+        tiny.replace("\nepochs = 12", "\nepochs = 2")
+            .replace("classifier_epochs = 6", "classifier_epochs = 1"),
+    )
+    .unwrap();
+    let train = |name: &str, quiet: bool| {
+        let mut cmd = Command::new(bin);
+        cmd.arg("train")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--out")
+            .arg(tmp.path().join(name));
+        if quiet {
+            cmd.arg("--quiet");
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    // Standard error is a pipe here: epoch lines, no progress bars.
+    let loud = train("loud", false);
+    assert_eq!(loud.matches(" epoch ").count(), 3, "{loud}");
+    assert!(loud.contains("val balanced acc"), "{loud}");
+    assert!(!loud.contains("batches"), "{loud}");
+    for f in [
+        "loss_curves.png",
+        "confusion_matrix.png",
+        "embeddings_pca.png",
+    ] {
+        let bytes = fs::read(tmp.path().join("loud").join(f)).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{f}");
+    }
+    let quiet = train("quiet", true);
+    assert!(!quiet.contains(" epoch "), "{quiet}");
+    assert!(quiet.contains("validation: balanced accuracy"), "{quiet}");
+}
