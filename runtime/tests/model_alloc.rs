@@ -17,11 +17,12 @@
 //!   a nested `SimpleState`, with the same per-node allocations): `h_out`/`c_out` are
 //!   `v.clone().into_tensor()`, a copy, because the same value is also kept as the hidden
 //!   state; and every output is wrapped in a new `Arc` by `into_tvalue()`.
+//!
 //! What hark controls costs nothing: the `features` input tensor is written in place and
 //! shared with tract (an `Arc` clone), and `h_out`/`c_out` go straight back in as
-//! `h_in`/`c_in` (before, the step made a new input tensor and re-wrapped h and c: 6
-//! allocations a hop); the frontend and post-processing allocate nothing (their own no-alloc
-//! tests). This test fixes that: every hop costs tract the same, the rest of the detector
+//! `h_in`/`c_in` (before, the step made a new input tensor and re-wrapped h and c in new
+//! `Arc`s: the 6 allocations a hop saved); the frontend and post-processing allocate
+//! nothing (their own no-alloc tests). This test fixes that: every hop costs tract the same, the rest of the detector
 //! adds nothing, and a change in either shows up here.
 
 #[path = "common/counting_alloc.rs"]
