@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing hark needs on a Debian/Ubuntu machine, skipping whatever
 # is already there: pkg-config and the ALSA headers (cpal), a C compiler, PulseAudio and
-# ALSA's pulse plugin (the capture tests), python3 with numpy
-# (the frontend's reference check) with onnx and onnxruntime (the second ONNX client). Rust itself comes from rustup (https://rustup.rs).
+# ALSA's pulse plugin (the capture tests), mosquitto and its clients (the MQTT sink tests),
+# python3 with numpy (the frontend's reference check) with onnx and onnxruntime (the second
+# ONNX client). Rust itself comes from rustup (https://rustup.rs).
 set -euo pipefail
 
 SUDO=""
@@ -22,6 +23,9 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 command -v pulseaudio >/dev/null 2>&1 || need_apt+=(pulseaudio)
 command -v paplay >/dev/null 2>&1 || need_apt+=(pulseaudio-utils)
 dpkg -s libasound2-plugins >/dev/null 2>&1 || need_apt+=(libasound2-plugins)
+# The sink tests start a real MQTT broker and read it back with mosquitto_sub.
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "setup: please install: ${need_apt[*]} (no apt-get on this machine)" >&2

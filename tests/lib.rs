@@ -166,3 +166,43 @@ pub fn energy_detector_bytes() -> Vec<u8> {
         .to_onnx(&energy_detector_metadata())
         .expect("the hand-built model exports")
 }
+
+/// The `hark` binary of this workspace, built (or found up to date) by cargo in the target
+/// folder and profile of the running test: `CARGO_BIN_EXE_hark` exists only for the runtime's
+/// own tests. Cargo holds no lock while tests run, so this nested build is safe.
+pub fn hark_binary() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // The test runs as <target>/<profile>/deps/<test>-<hash>.
+            let exe = std::env::current_exe().expect("the test's own path");
+            let profile_dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("<target>/<profile>/deps/<test>");
+            let target = profile_dir.parent().expect("<target>/<profile>");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = std::process::Command::new(cargo);
+            cmd.args(["build", "--quiet", "-p", "hark", "--bin", "hark"])
+                .arg("--target-dir")
+                .arg(target)
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            match profile_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") => {}
+                Some("release") => {
+                    cmd.arg("--release");
+                }
+                Some(other) => {
+                    cmd.args(["--profile", other]);
+                }
+                None => panic!("no profile folder in {}", exe.display()),
+            }
+            let status = cmd.status().expect("running cargo build -p hark");
+            assert!(status.success(), "cargo build -p hark --bin hark failed");
+            let bin = profile_dir.join(format!("hark{}", std::env::consts::EXE_SUFFIX));
+            assert!(bin.is_file(), "{} was not built", bin.display());
+            bin
+        })
+        .clone()
+}

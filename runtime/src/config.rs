@@ -54,6 +54,12 @@ pub mod defaults {
     pub const MQTT_RETAIN: bool = false;
     /// Webhook request timeout, seconds.
     pub const WEBHOOK_TIMEOUT: f64 = 5.0;
+    /// Time a command sink's program may run, seconds.
+    pub const COMMAND_TIMEOUT: f64 = 10.0;
+    /// Events each sink holds while it cannot deliver them.
+    pub const SINK_QUEUE: usize = 10_000;
+    /// On exit, time allowed to sinks to deliver what they hold, seconds.
+    pub const FLUSH_TIMEOUT: f64 = 30.0;
     /// First reconnection delay, seconds.
     pub const INITIAL_BACKOFF: f64 = 1.0;
     /// Longest reconnection delay, seconds.
@@ -246,7 +252,8 @@ impl Default for MqttConfig {
 pub struct WebhookConfig {
     /// Post events to `url`. Default false.
     pub enabled: bool,
-    /// `http://` or `https://` URL; required when enabled. Default `""`.
+    /// `http://` URL (`http://host[:port][/path]`); required when enabled. Plain HTTP only:
+    /// `https://` is refused (put a local TLS-terminating relay in front). Default `""`.
     pub url: String,
     /// Time allowed for one request, in seconds. Range (0, 300]. Default 5.
     pub timeout: f64,
@@ -264,7 +271,7 @@ impl Default for WebhookConfig {
 
 /// `[sinks.command]`: run a program for each event, the event's JSON line on its standard
 /// input.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommandConfig {
     /// Run `program` for each event. Default false.
@@ -274,6 +281,20 @@ pub struct CommandConfig {
     pub program: String,
     /// Its arguments. Default `[]`.
     pub args: Vec<String>,
+    /// Time the program may take for one event, in seconds; it is killed after that and
+    /// the event retried. Range (0, 3600]. Default 10.
+    pub timeout: f64,
+}
+
+impl Default for CommandConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            program: String::new(),
+            args: Vec::new(),
+            timeout: defaults::COMMAND_TIMEOUT,
+        }
+    }
 }
 
 /// `[sinks]`: where events go. Any number may be on at once.
@@ -288,11 +309,21 @@ pub struct SinksConfig {
     pub webhook: WebhookConfig,
     /// Command.
     pub command: CommandConfig,
+    /// Events each sink (MQTT, webhook, command) holds while it cannot deliver them; an
+    /// event that finds its queue full is dropped, counted and written to standard error.
+    /// Range 1 to 1000000. Default 10000.
+    pub queue: usize,
+    /// When hark exits, how long the sinks may go on trying to deliver the events they
+    /// hold, in seconds; what is still undelivered then is written to standard error.
+    /// Range 0 to 3600. Default 30.
+    pub flush_timeout: f64,
 }
 
 impl Default for SinksConfig {
     fn default() -> Self {
         Self {
+            queue: defaults::SINK_QUEUE,
+            flush_timeout: defaults::FLUSH_TIMEOUT,
             stdout: defaults::STDOUT,
             mqtt: MqttConfig::default(),
             webhook: WebhookConfig::default(),
@@ -463,15 +494,31 @@ impl Config {
         }
         let w = &self.sinks.webhook;
         positive("sinks.webhook.timeout", w.timeout, 300.0, " s")?;
-        if (w.enabled || !w.url.is_empty())
-            && !(w.url.starts_with("http://") || w.url.starts_with("https://"))
-        {
+        if w.url.starts_with("https://") {
             return Err(invalid(
                 "sinks.webhook.url",
-                format!("{:?} is not an http:// or https:// URL", w.url),
+                format!(
+                    "{:?}: https:// is not supported (hark posts plain HTTP; put a local TLS-terminating relay in front)",
+                    w.url
+                ),
             ));
         }
+        if (w.enabled || !w.url.is_empty()) && !w.url.starts_with("http://") {
+            return Err(invalid(
+                "sinks.webhook.url",
+                format!("{:?} is not an http:// URL", w.url),
+            ));
+        }
+        range("sinks.queue", self.sinks.queue, 1, 1_000_000, " events")?;
+        range(
+            "sinks.flush_timeout",
+            self.sinks.flush_timeout,
+            0.0,
+            3600.0,
+            " s",
+        )?;
         let c = &self.sinks.command;
+        positive("sinks.command.timeout", c.timeout, 3600.0, " s")?;
         if c.enabled && c.program.trim().is_empty() {
             return Err(invalid(
                 "sinks.command.program",

@@ -7,9 +7,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use hark::audio::{AudioReader, ChunkSource, PcmFormat, PcmReader};
+use hark::config::Config;
 use hark::model::Model;
 use hark::pipeline::{Detector, EventRecord};
 use hark::postprocess::{Event, PostprocessConfig};
+use hark::sinks::Sinks;
 
 /// Output format of events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,7 +31,8 @@ pub struct DetectArgs {
     #[arg(long, short)]
     pub model: Option<PathBuf>,
     /// Configuration file (TOML): its [postprocess] section sets thresholds, smoothing,
-    /// lengths and cooldowns (see firmware-config/).
+    /// lengths and cooldowns; its [sinks] section sends the events to MQTT, a webhook or a
+    /// command as well (with [reconnect]'s back-off); see firmware-config/.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Override one class's threshold: CLASS=VALUE (repeatable).
@@ -91,15 +94,19 @@ pub fn load_model(path: Option<&Path>) -> Result<Model> {
     }
 }
 
-/// The [postprocess] configuration from `--config`, with `--threshold` overrides applied.
-pub fn postprocess_config(
-    config: Option<&Path>,
-    overrides: &[String],
-) -> Result<PostprocessConfig> {
+/// The configuration from `--config` (the defaults without it), with `--threshold`
+/// overrides applied to its [postprocess] section.
+pub fn load_config(config: Option<&Path>, overrides: &[String]) -> Result<Config> {
     let mut cfg = match config {
-        Some(p) => hark::config::Config::load(p)?.postprocess,
-        None => PostprocessConfig::default(),
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
     };
+    apply_thresholds(&mut cfg.postprocess, overrides)?;
+    Ok(cfg)
+}
+
+/// Applies `--threshold CLASS=VALUE` overrides.
+pub fn apply_thresholds(cfg: &mut PostprocessConfig, overrides: &[String]) -> Result<()> {
     for o in overrides {
         let (class, value) = o
             .split_once('=')
@@ -109,24 +116,42 @@ pub fn postprocess_config(
             .with_context(|| format!("--threshold {o:?}: {value:?} is not a number"))?;
         cfg.classes.entry(class.to_string()).or_default().threshold = Some(v);
     }
-    Ok(cfg)
+    Ok(())
+}
+
+/// Starts the configured sinks (none without a configuration), saying which on stderr.
+pub fn start_sinks(cfg: &Config) -> Result<Sinks> {
+    let sinks = Sinks::start(&cfg.sinks, &cfg.reconnect).context("starting the event sinks")?;
+    if !sinks.is_empty() {
+        eprintln!("hark: events also go to: {}", sinks.names().join(", "));
+    }
+    Ok(sinks)
+}
+
+/// Closes the sinks (waiting up to sinks.flush_timeout for what they hold); false when an
+/// event was lost on the way to one of them.
+pub fn close_sinks(sinks: Sinks) -> bool {
+    sinks.close().iter().all(|r| r.complete())
 }
 
 struct Printer {
     format: Format,
     out: std::io::BufWriter<std::io::Stdout>,
     header: bool,
+    stdout: bool,
+    sinks: Sinks,
 }
 
 impl Printer {
     fn event(&mut self, file: &str, e: &Event, class: &str) {
+        let line = serde_json::to_string(&EventRecord::for_file(file, e, class))
+            .expect("an event serialises");
+        self.sinks.send(&line);
+        if !self.stdout {
+            return;
+        }
         let res = match self.format {
-            Format::Json => writeln!(
-                self.out,
-                "{}",
-                serde_json::to_string(&EventRecord::for_file(file, e, class))
-                    .expect("an event serialises")
-            ),
+            Format::Json => writeln!(self.out, "{line}"),
             Format::Table => {
                 if !self.header {
                     self.header = true;
@@ -150,12 +175,15 @@ impl Printer {
 
 pub fn run(args: &DetectArgs) -> Result<bool> {
     let model = load_model(args.model.as_deref())?;
-    let cfg = postprocess_config(args.config.as_deref(), &args.thresholds)?;
-    let mut detector = Detector::new(&model, &cfg).context("configuring the detector")?;
+    let cfg = load_config(args.config.as_deref(), &args.thresholds)?;
+    let mut detector =
+        Detector::new(&model, &cfg.postprocess).context("configuring the detector")?;
     let mut printer = Printer {
         format: args.format,
         out: std::io::BufWriter::new(std::io::stdout()),
         header: false,
+        stdout: cfg.sinks.stdout,
+        sinks: start_sinks(&cfg)?,
     };
     let mut all_ok = true;
     let (mut total_audio, started) = (0.0f64, Instant::now());
@@ -254,7 +282,9 @@ pub fn run(args: &DetectArgs) -> Result<bool> {
             started.elapsed().as_secs_f64()
         );
     }
-    Ok(all_ok)
+    // Every event detected reaches its sinks (or is written to stderr and counted).
+    let delivered = close_sinks(printer.sinks);
+    Ok(all_ok && delivered)
 }
 
 pub fn verbose_line(d: &Detector) {

@@ -3,7 +3,8 @@
 //! The library holds everything the `hark` binary runs and the trainer reuses: audio decoding
 //! and resampling ([`audio`], [`resample`]), the one log-mel frontend ([`frontend`]), the
 //! model ([`model`]), live capture ([`capture`]), the per-stream chain ([`pipeline`]), post-processing of scores into events ([`postprocess`]), the sound
-//! level ([`level`]) and the daemon's configuration ([`config`]).
+//! level ([`level`]), the daemon's configuration ([`config`]) and the event sinks (MQTT,
+//! webhook, command: [`sinks`]).
 
 pub mod audio;
 pub mod capture;
@@ -14,3 +15,4 @@ pub mod model;
 pub mod pipeline;
 pub mod postprocess;
 pub mod resample;
+pub mod sinks;

@@ -3,7 +3,9 @@
 //! The capture callback fills a ring buffer; this thread pops it every 10 ms, runs the
 //! detector and writes each event as a JSON line with the wall-clock `time` of its onset. A
 //! device that is missing or disappears is retried with exponential backoff; events still
-//! open when the stream stops (device lost, SIGINT, SIGTERM, --duration) are reported.
+//! open when the stream stops (device lost, SIGINT, SIGTERM, --duration) are reported. The
+//! profile's sinks (MQTT, webhook, command) get the same lines through their own threads
+//! ([`hark::sinks`]); this thread never waits on them.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ use hark::capture::{Capture, CaptureConfig, input_device_names};
 use hark::config::Config;
 use hark::pipeline::{Detector, EventRecord};
 use hark::postprocess::Event;
+use hark::sinks::Sinks;
 
 #[derive(Args, Debug)]
 pub struct ListenArgs {
@@ -103,6 +106,7 @@ pub fn run(args: &ListenArgs) -> Result<bool> {
         .map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)));
     let done = || stop.load(Ordering::SeqCst) || deadline.is_some_and(|d| Instant::now() >= d);
     let verbose = args.verbose || cfg.runtime.verbose;
+    let mut sinks = crate::detect::start_sinks(&cfg)?;
     let mut out = std::io::stdout().lock();
     let mut backoff = cfg.reconnect.initial_backoff;
     let mut chunk: Vec<f32> = Vec::with_capacity(16_000);
@@ -127,18 +131,17 @@ pub fn run(args: &ListenArgs) -> Result<bool> {
         // The stream's time origin: onsets count from here.
         let origin = SystemTime::now();
         detector.reset();
-        let emit = |e: &Event, class: &str, out: &mut std::io::StdoutLock| {
+        // Standard output and the sinks get the same line; a sink only queues it.
+        let emit = |e: &Event, class: &str, out: &mut std::io::StdoutLock, sinks: &mut Sinks| {
             let mut rec = EventRecord::for_file("", e, class);
             rec.file = None;
             rec.time = Some(rfc3339(origin + Duration::from_secs_f64(e.onset.max(0.0))));
+            let line = serde_json::to_string(&rec).expect("serialisable");
             if cfg.sinks.stdout {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string(&rec).expect("serialisable")
-                );
+                let _ = writeln!(out, "{line}");
                 let _ = out.flush();
             }
+            sinks.send(&line);
         };
         let mut next_verbose = 10u64;
         let failure = loop {
@@ -152,7 +155,7 @@ pub fn run(args: &ListenArgs) -> Result<bool> {
             if !chunk.is_empty() {
                 let r = detector.push(&chunk, |e, c| {
                     events_total += 1;
-                    emit(e, c, &mut out)
+                    emit(e, c, &mut out, &mut sinks)
                 });
                 if let Err(e) = r {
                     break Some(e.to_string());
@@ -170,7 +173,7 @@ pub fn run(args: &ListenArgs) -> Result<bool> {
         // Never lose an event: whatever is open when the stream ends is reported.
         detector.finish(|e, c| {
             events_total += 1;
-            emit(e, c, &mut out)
+            emit(e, c, &mut out, &mut sinks)
         });
         eprintln!(
             "hark: stream of {:?} ended after {:.1} s ({} samples dropped, {} NaN/inf replaced)",
@@ -187,7 +190,8 @@ pub fn run(args: &ListenArgs) -> Result<bool> {
         }
     }
     eprintln!("hark: stopped, {events_total} event(s)");
-    Ok(true)
+    // Every event detected reaches its sinks (or is written to stderr and counted).
+    Ok(crate::detect::close_sinks(sinks))
 }
 
 fn sleep_unless(seconds: f64, done: &dyn Fn() -> bool) {

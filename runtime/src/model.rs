@@ -490,17 +490,17 @@ impl Model {
 
     /// A new stream with the state zeroed.
     pub fn stream(&self) -> Result<ModelStream, ModelError> {
-        let state = self
-            .step_plan
-            .spawn()
-            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
-        let zeros = Tensor::zero::<f32>(&[self.layers, 1, self.hidden])
-            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let run = |e: TractError| ModelError::Run(format!("{e:#}"));
+        let state = self.step_plan.spawn().map_err(run)?;
+        let zeros = || Tensor::zero::<f32>(&[self.layers, 1, self.hidden]).map_err(run);
+        let n_mels = self.meta.frontend.n_mels;
         Ok(ModelStream {
             state,
-            h: zeros.clone(),
-            c: zeros,
-            n_mels: self.meta.frontend.n_mels,
+            x: Arc::new(Tensor::zero::<f32>(&[1, 1, n_mels]).map_err(run)?),
+            h: Some(zeros()?.into_tvalue()),
+            c: Some(zeros()?.into_tvalue()),
+            state_shape: (self.layers, self.hidden),
+            n_mels,
             scores: vec![0.0; self.n_classes],
         })
     }
@@ -531,10 +531,21 @@ impl Model {
 }
 
 /// One stream's state: the LSTM's h and c carried from hop to hop, and tract's own state.
+///
+/// A step hands tract the same input tensor every hop (its `Arc` is shared with tract for
+/// the run and written in place between runs) and passes the `h_out`/`c_out` values of one
+/// hop straight back as the next hop's `h_in`/`c_in`, so the stream itself allocates
+/// nothing per hop. tract does: every node of the plan returns freshly allocated output
+/// tensors (see `runtime/tests/model_alloc.rs` for the count and the reasons).
 pub struct ModelStream {
     state: TypedSimpleState,
-    h: Tensor,
-    c: Tensor,
+    /// The `features` input, `[1, 1, n_mels]`, reused.
+    x: Arc<Tensor>,
+    /// `h_in` of the next hop (`None` only during a step).
+    h: Option<TValue>,
+    /// `c_in` of the next hop.
+    c: Option<TValue>,
+    state_shape: (usize, usize),
     n_mels: usize,
     scores: Vec<f32>,
 }
@@ -557,15 +568,39 @@ impl ModelStream {
             });
         }
         let run = |e: TractError| ModelError::Run(format!("{e:#}"));
-        let x = Tensor::from_shape(&[1, 1, self.n_mels], frame).map_err(run)?;
-        let h = std::mem::take(&mut self.h);
-        let c = std::mem::take(&mut self.c);
+        // tract released its references at the end of the last run: the tensor is ours to
+        // write. (Should anything still hold it, a new one is made rather than failing.)
+        match Arc::get_mut(&mut self.x) {
+            Some(x) => x
+                .try_as_plain_ram_mut()
+                .and_then(|mut v| {
+                    v.as_slice_mut::<f32>()?.copy_from_slice(frame);
+                    Ok(())
+                })
+                .map_err(run)?,
+            None => {
+                self.x = Arc::new(Tensor::from_shape(&[1, 1, self.n_mels], frame).map_err(run)?)
+            }
+        }
+        let (h, c) = match (self.h.take(), self.c.take()) {
+            (Some(h), Some(c)) => (h, c),
+            // A previous step failed midway: start again from a zero state.
+            _ => {
+                let (layers, hidden) = self.state_shape;
+                let z = || {
+                    Tensor::zero::<f32>(&[layers, 1, hidden])
+                        .map(IntoTValue::into_tvalue)
+                        .map_err(run)
+                };
+                (z()?, z()?)
+            }
+        };
         let mut out = self
             .state
-            .run(tvec![x.into(), h.into(), c.into()])
+            .run(tvec![TValue::from_const(self.x.clone()), h, c])
             .map_err(run)?;
-        self.c = out.pop().expect("three outputs").into_tensor();
-        self.h = out.pop().expect("three outputs").into_tensor();
+        self.c = out.pop();
+        self.h = out.pop();
         let scores = out.pop().expect("three outputs");
         let view = scores.try_as_plain_ram().map_err(run)?;
         self.scores
@@ -573,14 +608,10 @@ impl ModelStream {
         Ok(&self.scores)
     }
 
-    /// Zeroes the LSTM state (a new, unrelated stream begins).
+    /// Zeroes the LSTM state (a new, unrelated stream begins); the next step allocates the
+    /// zero state.
     pub fn reset(&mut self) {
-        for t in [&mut self.h, &mut self.c] {
-            if let Ok(mut v) = t.try_as_plain_ram_mut()
-                && let Ok(s) = v.as_slice_mut::<f32>()
-            {
-                s.fill(0.0);
-            }
-        }
+        self.h = None;
+        self.c = None;
     }
 }
