@@ -52,9 +52,9 @@ done
 for method in centroid weighted_ce; do
     "$bin/hark-train" tune --model "$work/$method/model.onnx" --mixtures "$work/mix-val" \
         -o "$work/$method/thresholds.json"
-    "$bin/hark-train" export "$work/$method" -o "$work/$method/final.onnx" \
+    "$bin/hark-train" export "$work/$method" -o "$work/$method/default.onnx" \
         --thresholds "$work/$method/thresholds.json"
-    (cd "$work/mix-test" && "../../../$bin/hark" detect --model "../$method/final.onnx" \
+    (cd "$work/mix-test" && "../../../$bin/hark" detect --model "../$method/default.onnx" \
         mixtures/*.wav background/*.wav > "../$method/test-detections.jsonl")
     "$bin/hark-train" score "$work/mix-test" "$work/$method/test-detections.jsonl" \
         --json "$work/$method/test-score.json" | tee "$work/$method/test-score.md"
@@ -71,14 +71,14 @@ print(max(["centroid", "weighted_ce"], key=val_f1))
 PY
 )
 echo "train-default: shipping the $best model (better validation event F1)"
-"$bin/hark-train" card-eval --card "$work/$best/final.md" \
+"$bin/hark-train" card-eval --card "$work/$best/default.md" \
     --method centroid="$work/centroid/test-score.json" \
     --method weighted_ce="$work/weighted_ce/test-score.json" \
     --mixtures "$work/mix-test" --weaknesses trainer/configs/default-weaknesses.md \
     --command "scripts/train-default.sh"
 mkdir -p models
-cp "$work/$best/final.onnx" models/default.onnx
-cp "$work/$best/final.md" models/default.md
+cp "$work/$best/default.onnx" models/default.onnx
+cp "$work/$best/default.md" models/default.md
 # The demo: one held-out clip of every class over held-out background, +6 dB.
 "$bin/hark-train" demo --config "$cfg" --split test -o "$work/demo.wav"
 flac --silent --force --best -o models/demo.flac "$work/demo.wav"

@@ -410,20 +410,6 @@ pub fn by_kind<'a>(clips: impl Iterator<Item = &'a Clip>) -> Vec<Vec<&'a Clip>> 
     kinds
 }
 
-/// A stretch of `len` samples of `clip` starting at a random position (looped when the clip
-/// is shorter).
-fn random_stretch(clip: &[f32], len: usize, rng: &mut Rng) -> Vec<f32> {
-    if clip.is_empty() {
-        return vec![0.0; len];
-    }
-    let start = if clip.len() > len {
-        rng.below(clip.len() - len + 1)
-    } else {
-        0
-    };
-    (0..len).map(|i| clip[(start + i) % clip.len()]).collect()
-}
-
 /// The examples' features, labels and classes, in memory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExampleSet {
@@ -704,9 +690,9 @@ pub fn generate(
         let mut w = if backgrounds.is_empty() {
             (0..win).map(|_| rng.normal()).collect()
         } else {
-            let kind = &backgrounds[rng.below(backgrounds.len())];
-            let b = kind[rng.below(kind.len())];
-            random_stretch(&b.samples, win, rng)
+            // Pieces of real backgrounds joined with cross-fades (never a looped clip, whose
+            // jump would sound like an onset).
+            crate::mixtures::background(&backgrounds, win, cfg.background_dbfs, rng)
         };
         let target = db_to_gain(rng.range(cfg.background_dbfs[0], cfg.background_dbfs[1]));
         let g = target / rms(&w).max(1e-6);
@@ -785,7 +771,7 @@ pub fn cache_key(
     seed: u64,
 ) -> String {
     let meta = serde_json::json!({"cfg": cfg, "frontend": frontend, "seed": seed,
-        "classes": classes, "version": 1});
+        "classes": classes, "version": 2});
     let mut h = fnv1a(meta.to_string().as_bytes());
     for c in clips {
         h ^= fnv1a(format!("{}|{}|{:?}|{}", c.name, c.class, c.role, c.samples.len()).as_bytes());

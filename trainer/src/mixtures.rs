@@ -128,7 +128,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MixtureError + '_ {
 
 /// `len` samples of background: random pieces of 2–8 s of random clips (kinds drawn evenly), joined with 20 ms
 /// cross-fades, normalised to a level drawn from `dbfs`.
-fn background(bgs: &[Vec<&Clip>], len: usize, dbfs: [f32; 2], rng: &mut Rng) -> Vec<f32> {
+pub(crate) fn background(
+    bgs: &[Vec<&Clip>],
+    len: usize,
+    dbfs: [f32; 2],
+    rng: &mut Rng,
+) -> Vec<f32> {
     let fade = RATE / 50;
     let mut out: Vec<f32> = Vec::with_capacity(len + RATE * 8);
     while out.len() < len {
