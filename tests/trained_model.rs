@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+#[path = "../runtime/tests/common/alsa_file_pcm.rs"]
+mod alsa_file_pcm;
+
+use alsa_file_pcm::alsa_file_pcm;
 use hark::pipeline::EventRecord;
 use hark_e2e::hark_binary;
 use hark_trainer::data::write_wav;
@@ -129,21 +133,7 @@ fn a_trained_model_finds_its_event_in_30_seconds_through_detect_and_capture() {
 
         // The same samples through cpal: ALSA's file PCM reads them as a capture device
         // (bit-exact, unpaced; digital silence follows the end of the file).
-        let raw = dir.path().join(format!("{class}.raw"));
-        std::fs::write(
-            &raw,
-            x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-        )
-        .unwrap();
-        let asound = dir.path().join("asound.conf");
-        std::fs::write(
-            &asound,
-            format!(
-                "pcm.!default {{\n type file\n slave.pcm {{ type null }}\n file \"/dev/null\"\n infile \"{}\"\n format \"raw\"\n}}\n",
-                raw.display()
-            ),
-        )
-        .unwrap();
+        let asound = alsa_file_pcm(dir.path(), class, &x);
         let live_cfg = dir.path().join("live.toml");
         std::fs::write(
             &live_cfg,

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::alsa_file_pcm::alsa_file_pcm;
 use common::{Enc, fixture, mixture, wav};
 use hark::pipeline::EventRecord;
 
@@ -83,21 +84,7 @@ fn alsa_file_pcm_capture_gives_the_events_of_detect() {
     let x = mixture(&[(1.0, 0.5), (3.5, 0.3)], 6.0);
     let wav_path = dir.path().join("same.wav");
     std::fs::write(&wav_path, wav(16_000, 1, Enc::F32, &x)).unwrap();
-    let raw = dir.path().join("in.raw");
-    std::fs::write(
-        &raw,
-        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let asound = dir.path().join("asound.conf");
-    std::fs::write(
-        &asound,
-        format!(
-            "pcm.!default {{\n type file\n slave.pcm {{ type null }}\n file \"/dev/null\"\n infile \"{}\"\n format \"raw\"\n}}\n",
-            raw.display()
-        ),
-    )
-    .unwrap();
+    let asound = alsa_file_pcm(dir.path(), "in", &x);
     let config = dir.path().join("file-pcm.toml");
     std::fs::write(
         &config,

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::alsa_file_pcm::alsa_file_pcm;
 use common::{Enc, fixture, mixture, wav};
 
 const HARK: &str = env!("CARGO_BIN_EXE_hark");
@@ -266,21 +267,7 @@ fn listen_publishes_its_events_over_mqtt() {
     let topic = "hark/test/live";
     subscribe_session(port, topic);
     let x = mixture(&[(1.0, 0.5), (3.5, 0.3)], 6.0);
-    let raw = dir.path().join("in.raw");
-    std::fs::write(
-        &raw,
-        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-    )
-    .unwrap();
-    let asound = dir.path().join("asound.conf");
-    std::fs::write(
-        &asound,
-        format!(
-            "pcm.!default {{\n type file\n slave.pcm {{ type null }}\n file \"/dev/null\"\n infile \"{}\"\n format \"raw\"\n}}\n",
-            raw.display()
-        ),
-    )
-    .unwrap();
+    let asound = alsa_file_pcm(dir.path(), "in", &x);
     let config = write_config(
         dir.path(),
         &format!(

@@ -771,39 +771,7 @@ pub fn evaluation_section(
     );
     for (name, sc) in methods {
         let _ = writeln!(s, "**{name}**\n");
-        let _ = writeln!(
-            s,
-            "| class | reference events | detected | F1 | error rate | precision | recall | false alarms / h |\n|---|---|---|---|---|---|---|---|"
-        );
-        let er = |e: Option<f64>| e.map(|e| format!("{e:.3}")).unwrap_or("-".into());
-        for (c, m) in &sc.events.per_class {
-            let _ = writeln!(
-                s,
-                "| {c} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {:.2} |",
-                m.n_ref,
-                m.n_sys,
-                m.f1,
-                er(m.error_rate),
-                m.precision,
-                m.recall,
-                sc.false_alarms_per_hour_by_class
-                    .get(c)
-                    .copied()
-                    .unwrap_or(0.0)
-            );
-        }
-        let o = &sc.events.overall;
-        let _ = writeln!(
-            s,
-            "| overall | {} | {} | {:.3} | {} | {:.3} | {:.3} | {:.2} |\n",
-            o.n_ref,
-            o.n_sys,
-            o.f1,
-            er(o.error_rate),
-            o.precision,
-            o.recall,
-            sc.false_alarms_per_hour
-        );
+        let _ = writeln!(s, "{}", crate::mixtures::score_table(sc));
     }
     let _ = writeln!(s, "Reproduce: `{command}`.\n");
     s

@@ -545,6 +545,17 @@ impl ExampleSet {
         out
     }
 
+    /// Supervised frames per class under `ft` (with `None`, one per example: the class
+    /// counts).
+    pub fn target_counts(&self, ft: Option<&FrameTargets>) -> Vec<usize> {
+        let all: Vec<usize> = (0..self.len()).collect();
+        let mut c = vec![0; self.classes.len()];
+        for (_, l) in self.frame_targets(&all, ft) {
+            c[l] += 1;
+        }
+        c
+    }
+
     /// Labels as an int tensor `[batch]`.
     pub fn labels_tensor<B: Backend>(labels: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
         let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();

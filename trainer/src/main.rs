@@ -286,10 +286,7 @@ fn train(
             other => bail!("--method {other:?}: expected centroid or weighted_ce"),
         };
     }
-    let base_dir = config
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = config_base_dir(&config);
     let out = out.unwrap_or_else(|| {
         let stem = config.file_stem().unwrap_or_default().to_string_lossy();
         PathBuf::from("runs").join(stem.as_ref())
@@ -338,6 +335,14 @@ fn export(run_dir: PathBuf, output: PathBuf, thresholds: Option<PathBuf>) -> Res
     Ok(())
 }
 
+/// The folder relative paths of a configuration are resolved against: its own.
+fn config_base_dir(config: &std::path::Path) -> PathBuf {
+    config
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
 fn make_mixtures(
     config: PathBuf,
     split: String,
@@ -379,10 +384,7 @@ fn split_clips(
 ) -> Result<(TrainConfig, Vec<hark_trainer::data::Clip>)> {
     let cfg = TrainConfig::load(config)
         .with_context(|| format!("reading the configuration {}", config.display()))?;
-    let base_dir = config
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = config_base_dir(config);
     let clips = load_data_clips(&cfg, &base_dir, &mut |p| {
         if let Progress::Skipped(s) = p {
             eprintln!("warning: skipping {}: {}", s.path.display(), s.reason)
@@ -441,36 +443,7 @@ fn score(dir: PathBuf, detections: PathBuf, json: Option<PathBuf>) -> Result<()>
     let dets = mixtures::parse_detections(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", detections.display()))?;
     let s = mixtures::score(&manifest, &dets).map_err(anyhow::Error::msg)?;
-    println!("| class | events | F1 | error rate | precision | recall | false alarms / h |");
-    println!("|---|---|---|---|---|---|---|");
-    for (c, m) in &s.events.per_class {
-        println!(
-            "| {c} | {} | {:.3} | {} | {:.3} | {:.3} | {:.2} |",
-            m.n_ref,
-            m.f1,
-            m.error_rate
-                .map(|e| format!("{e:.3}"))
-                .unwrap_or("-".into()),
-            m.precision,
-            m.recall,
-            s.false_alarms_per_hour_by_class
-                .get(c)
-                .copied()
-                .unwrap_or(0.0)
-        );
-    }
-    let o = &s.events.overall;
-    println!(
-        "| overall | {} | {:.3} | {} | {:.3} | {:.3} | {:.2} |",
-        o.n_ref,
-        o.f1,
-        o.error_rate
-            .map(|e| format!("{e:.3}"))
-            .unwrap_or("-".into()),
-        o.precision,
-        o.recall,
-        s.false_alarms_per_hour
-    );
+    print!("{}", mixtures::score_table(&s));
     eprintln!(
         "({:.2} h of background-only audio; onset-only matching, 500 ms collar)",
         s.background_hours

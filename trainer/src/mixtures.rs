@@ -476,6 +476,40 @@ pub fn score(manifest: &Manifest, detections: &[Detection]) -> Result<Score, Str
     })
 }
 
+/// A score as a markdown table: per class and overall, reference and detected events, F1,
+/// error rate, precision, recall and false alarms per hour (rows end with a newline).
+pub fn score_table(sc: &Score) -> String {
+    let er = |e: Option<f64>| e.map(|e| format!("{e:.3}")).unwrap_or("-".into());
+    let row = |name: &str, m: &crate::eval::EventCounts, fa: f64| {
+        format!(
+            "| {name} | {} | {} | {:.3} | {} | {:.3} | {:.3} | {fa:.2} |\n",
+            m.n_ref,
+            m.n_sys,
+            m.f1,
+            er(m.error_rate),
+            m.precision,
+            m.recall
+        )
+    };
+    let mut t = String::from(
+        "| class | reference events | detected | F1 | error rate | precision | recall | false alarms / h |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for (c, m) in &sc.events.per_class {
+        let fa = sc
+            .false_alarms_per_hour_by_class
+            .get(c)
+            .copied()
+            .unwrap_or(0.0);
+        t.push_str(&row(c, m, fa));
+    }
+    t.push_str(&row(
+        "overall",
+        &sc.events.overall,
+        sc.false_alarms_per_hour,
+    ));
+    t
+}
+
 /// Parses `hark detect`'s JSON lines (blank lines skipped); errors name the line.
 pub fn parse_detections(text: &str) -> Result<Vec<Detection>, String> {
     text.lines()

@@ -1148,17 +1148,7 @@ impl Ctx<'_> {
             weighted,
         } = how;
         let train = &self.data.train;
-        let counts = match self.cfg.examples.frame_targets.as_ref() {
-            None => train.class_counts(),
-            Some(ft) => {
-                let all: Vec<usize> = (0..train.len()).collect();
-                let mut c = vec![0; train.classes.len()];
-                for (_, l) in train.frame_targets(&all, Some(ft)) {
-                    c[l] += 1;
-                }
-                c
-            }
-        };
+        let counts = train.target_counts(self.cfg.examples.frame_targets.as_ref());
         let weights = if weighted {
             class_weights(&counts)
         } else {

@@ -96,7 +96,7 @@ pub fn tune(
             let mut push = |e: &hark::postprocess::Event| {
                 dets.push(Detection {
                     file: f.clone(),
-                    class: post_name(meta, e.class),
+                    class: meta.classes[e.class].clone(),
                     onset: e.onset,
                     offset: e.offset,
                 })
@@ -133,10 +133,6 @@ pub fn tune(
         thresholds,
         candidates,
     })
-}
-
-fn post_name(meta: &hark::model::ModelMetadata, class: usize) -> String {
-    meta.classes[class].clone()
 }
 
 /// The rule of the module documentation: best F1 within the false-alarm share, else fewest

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod alsa_file_pcm;
+
 /// Path of a committed fixture.
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
