@@ -205,14 +205,24 @@ pub fn run(args: &DetectArgs) -> Result<bool> {
                         chunk: &[f32],
                         on_event: &mut dyn FnMut(&Event, &str)|
          -> Option<String> {
-            let r = detector.push(chunk, &mut *on_event);
-            if let Some(every) = verbose {
-                while detector.frontend().frames_out() >= next_verbose + every {
-                    next_verbose += every;
+            let Some(every) = verbose else {
+                return detector
+                    .push(chunk, &mut *on_event)
+                    .err()
+                    .map(|e| e.to_string());
+            };
+            // One hop at a time, so that each line shows the scores of its own hop.
+            let hop = detector.frontend().config().hop_length.max(1);
+            for piece in chunk.chunks(hop) {
+                if let Err(e) = detector.push(piece, &mut *on_event) {
+                    return Some(e.to_string());
+                }
+                if detector.frontend().frames_out() >= next_verbose + every {
+                    next_verbose = detector.frontend().frames_out();
                     verbose_line(detector);
                 }
             }
-            r.err().map(|e| e.to_string())
+            None
         };
         let source: Result<Box<dyn ChunkSource>, String> = if name == "-" {
             PcmReader::new(

@@ -161,8 +161,9 @@ pub fn run(args: &ListenArgs) -> Result<bool> {
                     break Some(e.to_string());
                 }
                 if verbose {
-                    while detector.frontend().frames_out() >= next_verbose {
-                        next_verbose += 10;
+                    // One line per 10 hops at most, with the latest hop's scores.
+                    if detector.frontend().frames_out() >= next_verbose {
+                        next_verbose = detector.frontend().frames_out() + 10;
                         crate::detect::verbose_line(&detector);
                     }
                 }

@@ -300,3 +300,47 @@ fn bench_reports_latency_real_time_factor_memory_and_allocations() {
     // The generated audio has a 1 kHz tone for one second in seven: the detector finds it.
     assert!(v["events"].as_u64().unwrap() >= 1, "{v}");
 }
+
+#[test]
+fn verbose_shows_each_hops_own_scores_every_n_hops() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "mix.wav",
+        &wav(16_000, 1, Enc::I16, &mixture(&BURSTS, 30.0)),
+    );
+    let (events, stderr, code) = detect(&[&f, "-v", "--verbose-every", "10"], None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(events.len(), 3);
+    // "   12.30s  -20.1 dBFS  tone=0.98 ##########"
+    let lines: Vec<(f64, f64)> = stderr
+        .lines()
+        .filter(|l| l.contains("dBFS"))
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            let t = w.next().unwrap().trim_end_matches('s').parse().unwrap();
+            let score = l.split("tone=").nth(1).unwrap()[..4].parse().unwrap();
+            (t, score)
+        })
+        .collect();
+    assert!((295..=300).contains(&lines.len()), "{} lines", lines.len());
+    for pair in lines.windows(2) {
+        assert!(
+            (pair[1].0 - pair[0].0 - 0.1).abs() < 1e-6,
+            "lines not 0.1 s apart: {pair:?}"
+        );
+    }
+    // The score follows the bursts: high inside, low well outside.
+    for &(on, len) in BURSTS.iter().filter(|b| b.1 >= 0.5) {
+        let inside = lines
+            .iter()
+            .filter(|&&(t, _)| t > (on + 0.2) as f64 && t < (on + len - 0.05) as f64);
+        assert!(inside.clone().count() > 0);
+        assert!(
+            inside.clone().all(|&(_, s)| s > 0.5),
+            "burst at {on}: {lines:?}"
+        );
+    }
+    let quiet = lines.iter().filter(|&&(t, _)| (6.0..11.0).contains(&t));
+    assert!(quiet.clone().all(|&(_, s)| s < 0.5));
+}
