@@ -200,6 +200,53 @@ impl Default for FrameTargets {
     }
 }
 
+/// SpecAugment-style masking of training batches (Park et al. 2019): in every window,
+/// `freq_masks` bands of up to `freq_width` adjacent mel bands and `time_masks` spans of up to
+/// `time_width` frames are set to the band mean (0 in the normalised features). Applied when a
+/// batch is drawn, so every epoch sees other masks; validation is never masked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpecAugment {
+    /// Frequency masks per window. Default 2.
+    pub freq_masks: usize,
+    /// Widest frequency mask, mel bands. Default 8.
+    pub freq_width: usize,
+    /// Time masks per window. Default 2.
+    pub time_masks: usize,
+    /// Longest time mask, frames (10 ms). Default 20.
+    pub time_width: usize,
+}
+
+impl Default for SpecAugment {
+    fn default() -> Self {
+        Self {
+            freq_masks: 2,
+            freq_width: 8,
+            time_masks: 2,
+            time_width: 20,
+        }
+    }
+}
+
+impl SpecAugment {
+    /// Masks one window `[frames, n_mels]` (row-major) in place.
+    pub fn apply(&self, window: &mut [f32], frames: usize, n_mels: usize, rng: &mut Rng) {
+        debug_assert_eq!(window.len(), frames * n_mels);
+        for _ in 0..self.freq_masks {
+            let w = rng.below(self.freq_width.min(n_mels) + 1);
+            let f0 = rng.below(n_mels - w + 1);
+            for row in window.chunks_exact_mut(n_mels) {
+                row[f0..f0 + w].fill(0.0);
+            }
+        }
+        for _ in 0..self.time_masks {
+            let w = rng.below(self.time_width.min(frames) + 1);
+            let t0 = rng.below(frames - w + 1);
+            window[t0 * n_mels..(t0 + w) * n_mels].fill(0.0);
+        }
+    }
+}
+
 /// Random draws for example generation (SplitMix64 underneath).
 #[derive(Debug, Clone)]
 pub struct Rng(SplitMix64);
@@ -501,6 +548,28 @@ impl ExampleSet {
         let mut data = Vec::with_capacity(idx.len() * s);
         for &i in idx {
             data.extend_from_slice(self.example(i));
+        }
+        let x = Tensor::from_data(
+            TensorData::new(data, [idx.len(), self.frames, self.n_mels]),
+            device,
+        );
+        (x, idx.iter().map(|&i| self.labels[i]).collect())
+    }
+
+    /// Like [`Self::batch`], each window masked by `mask` (drawing from `rng`).
+    pub fn batch_masked<B: Backend>(
+        &self,
+        idx: &[usize],
+        mask: &SpecAugment,
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> (Tensor<B, 3>, Vec<usize>) {
+        let s = self.example_size();
+        let mut data = Vec::with_capacity(idx.len() * s);
+        for &i in idx {
+            let start = data.len();
+            data.extend_from_slice(self.example(i));
+            mask.apply(&mut data[start..], self.frames, self.n_mels, rng);
         }
         let x = Tensor::from_data(
             TensorData::new(data, [idx.len(), self.frames, self.n_mels]),
@@ -944,6 +1013,55 @@ pub fn synthetic_clips(cfg: &SyntheticConfig, seed: u64) -> Vec<Clip> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spec_augment_masks_whole_bands_and_spans_within_their_widths() {
+        let (frames, n_mels) = (50, 16);
+        let m = SpecAugment {
+            freq_masks: 1,
+            freq_width: 5,
+            time_masks: 1,
+            time_width: 7,
+        };
+        let mut masked_any = false;
+        for seed in 0..50 {
+            let mut w = vec![1.0f32; frames * n_mels];
+            m.apply(&mut w, frames, n_mels, &mut Rng::new(seed));
+            let zero_bands: Vec<usize> = (0..n_mels)
+                .filter(|&f| (0..frames).all(|t| w[t * n_mels + f] == 0.0))
+                .collect();
+            let zero_frames: Vec<usize> = (0..frames)
+                .filter(|&t| w[t * n_mels..(t + 1) * n_mels].iter().all(|&v| v == 0.0))
+                .collect();
+            // Every zero lies in a masked band or a masked frame.
+            for t in 0..frames {
+                for f in 0..n_mels {
+                    if w[t * n_mels + f] == 0.0 {
+                        assert!(zero_bands.contains(&f) || zero_frames.contains(&t));
+                    }
+                }
+            }
+            // One contiguous mask each, within its width.
+            assert!(zero_bands.len() <= 5 && zero_frames.len() <= 7);
+            for z in [&zero_bands, &zero_frames] {
+                assert!(z.windows(2).all(|p| p[1] == p[0] + 1), "{z:?}");
+            }
+            masked_any |= !zero_bands.is_empty() && !zero_frames.is_empty();
+            // Deterministic.
+            let mut again = vec![1.0f32; frames * n_mels];
+            m.apply(&mut again, frames, n_mels, &mut Rng::new(seed));
+            assert_eq!(w, again);
+        }
+        assert!(masked_any);
+        let none = SpecAugment {
+            freq_masks: 0,
+            time_masks: 0,
+            ..m
+        };
+        let mut w = vec![1.0f32; frames * n_mels];
+        none.apply(&mut w, frames, n_mels, &mut Rng::new(1));
+        assert!(w.iter().all(|&v| v == 1.0));
+    }
 
     #[test]
     fn frame_targets_label_frames_around_the_onset() {

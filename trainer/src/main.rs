@@ -74,7 +74,7 @@ enum Command {
         /// The training configuration (its data, class map and split).
         #[arg(long)]
         config: PathBuf,
-        /// `test` (held-out groups) or `val` (validation groups).
+        /// `test` (held-out groups), `val` (validation groups) or `train`.
         #[arg(long)]
         split: String,
         /// Output folder.
@@ -123,7 +123,7 @@ enum Command {
         /// The training configuration.
         #[arg(long)]
         config: PathBuf,
-        /// `test` (held-out groups) or `val`.
+        /// `test` (held-out groups), `val` or `train` (how well the model fits its own training data).
         #[arg(long, default_value = "test")]
         split: String,
         /// The WAV file to write.
@@ -394,7 +394,8 @@ fn split_clips(
     let chosen = match split {
         "test" => test,
         "val" => cfg.data.split.split_clips(&dev).1,
-        other => bail!("--split {other:?}: expected test or val"),
+        "train" => cfg.data.split.split_clips(&dev).0,
+        other => bail!("--split {other:?}: expected test, val or train"),
     };
     Ok((cfg, chosen))
 }

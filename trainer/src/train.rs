@@ -50,13 +50,13 @@ use crate::backend::{Cpu, CpuAutodiff};
 use crate::data::{BACKGROUND, ClassMap, Clip, DataError, Skipped, Source, SplitConfig};
 use crate::eval::{WindowMetrics, window_metrics};
 use crate::examples::{
-    ExampleConfig, ExampleError, ExampleSet, Rng, SyntheticConfig, class_list, generate,
-    generate_cached, synthetic_clips,
+    ExampleConfig, ExampleError, ExampleSet, Rng, SpecAugment, SyntheticConfig, class_list,
+    generate, generate_cached, synthetic_clips,
 };
 use crate::export::{ExportError, StreamingNet};
 use crate::kmeans::nearest_centroid;
 use crate::loss::{CentroidLoss, CentroidLossConfig, CentroidLossError};
-use crate::model::{Classifier, ClassifierConfig, EmbeddingNet, EmbeddingNetConfig};
+use crate::model::{Classifier, ClassifierConfig, EmbeddingNet, EmbeddingNetConfig, LstmState};
 
 /// The autodiff backend training runs on.
 pub type A = CpuAutodiff;
@@ -236,6 +236,15 @@ pub struct TrainConfig {
     /// Augment the validation examples too (otherwise they are mixed without augmentation).
     /// Default false.
     pub augment_validation: bool,
+    /// Carry the LSTM state from one batch to the next (truncated back-propagation through
+    /// time): slot `i` of every batch continues the stream of slot `i` of the batch before,
+    /// the state passed on without its gradient. The network then learns from states that
+    /// have run for minutes, as the runtime's does, instead of only from the zero state at
+    /// the start of each window. Default false.
+    pub carry_state: bool,
+    /// SpecAugment-style masking of the training batches (`[spec_augment]`, see
+    /// [`SpecAugment`]). Default absent (off).
+    pub spec_augment: Option<SpecAugment>,
     /// Folder of the on-disk feature cache, relative to the configuration file; none keeps
     /// features in memory only. Default none.
     pub cache_dir: Option<PathBuf>,
@@ -268,6 +277,8 @@ impl Default for TrainConfig {
             data: DataSection::default(),
             examples: ExampleConfig::default(),
             augment_validation: false,
+            carry_state: false,
+            spec_augment: None,
             cache_dir: None,
             frontend: FrontendConfig::default(),
             threshold: 0.5,
@@ -893,6 +904,55 @@ impl Ctx<'_> {
             .collect()
     }
 
+    /// The training batch `b` of `epoch` in `stage`: its features (masked when
+    /// `spec_augment` is set) and labels.
+    fn train_batch(
+        &self,
+        idx: &[usize],
+        stage: &str,
+        epoch: usize,
+        b: usize,
+    ) -> (Tensor<A, 3>, Vec<usize>) {
+        let train = &self.data.train;
+        match &self.cfg.spec_augment {
+            None => train.batch::<A>(idx, &Default::default()),
+            Some(m) => {
+                let seed = self.cfg.seed
+                    ^ crate::data::fnv1a(stage.as_bytes())
+                    ^ ((epoch as u64) << 32 | b as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
+                train.batch_masked::<A>(idx, m, &mut Rng::new(seed), &Default::default())
+            }
+        }
+    }
+
+    /// The training forward pass: every frame's embedding `[batch, frames, dim]`, from the
+    /// state `carry` left by the batch before when `carry_state` is set (then updated, without
+    /// its gradient), from zeros otherwise.
+    fn forward_train(
+        &self,
+        net: &EmbeddingNet<A>,
+        x: Tensor<A, 3>,
+        carry: &mut Option<LstmState<A>>,
+    ) -> Tensor<A, 3> {
+        if !self.cfg.carry_state {
+            return net.forward_frames(x);
+        }
+        let batch = x.dims()[0];
+        let state = carry.take().and_then(|s| {
+            let n = s.hidden.dims()[1];
+            (n >= batch).then(|| LstmState {
+                hidden: s.hidden.narrow(1, 0, batch),
+                cell: s.cell.narrow(1, 0, batch),
+            })
+        });
+        let (e, s) = net.forward_with_state(x, state);
+        *carry = Some(LstmState {
+            hidden: s.hidden.detach(),
+            cell: s.cell.detach(),
+        });
+        e
+    }
+
     fn centroid_loss(&self) -> CentroidLoss {
         let c = &self.cfg.centroid;
         CentroidLossConfig::new()
@@ -1061,28 +1121,22 @@ impl Ctx<'_> {
             let (mut sum, mut count) = (0.0f64, 0usize);
             let batches = self.batches(STAGE, epoch);
             let n_batches = batches.len();
+            let mut carry = None;
             for (b, idx) in batches.into_iter().enumerate() {
-                let (x, y) = train.batch::<A>(&idx, &Default::default());
-                let (e, y, ids) = match self.cfg.examples.frame_targets.as_ref() {
-                    None => {
-                        let ids: Vec<usize> = idx.iter().map(|&i| clusters[i]).collect();
-                        (net.forward(x), y, ids)
-                    }
-                    Some(ft) => {
-                        // Frames labelled with their window's class, in its window's cluster.
-                        let rows: Vec<(usize, usize)> = train
-                            .frame_targets(&idx, Some(ft))
-                            .into_iter()
-                            .filter(|&(r, l)| l == y[r / train.frames])
-                            .collect();
-                        let ids = rows
-                            .iter()
-                            .map(|&(r, _)| clusters[idx[r / train.frames]])
-                            .collect();
-                        let labels = rows.iter().map(|&(_, l)| l).collect();
-                        (select_rows(net.forward_frames(x), &rows), labels, ids)
-                    }
-                };
+                let (x, y) = self.train_batch(&idx, STAGE, epoch, b);
+                // The supervised frames labelled with their window's class (the last frame
+                // without frame targets), each in its window's cluster.
+                let rows: Vec<(usize, usize)> = train
+                    .frame_targets(&idx, self.cfg.examples.frame_targets.as_ref())
+                    .into_iter()
+                    .filter(|&(r, l)| l == y[r / train.frames])
+                    .collect();
+                let ids: Vec<usize> = rows
+                    .iter()
+                    .map(|&(r, _)| clusters[idx[r / train.frames]])
+                    .collect();
+                let y: Vec<usize> = rows.iter().map(|&(_, l)| l).collect();
+                let e = select_rows(self.forward_train(&net, x, &mut carry), &rows);
                 let l = loss.forward(e.clone(), &y, &ids)?;
                 sum += host(l.clone().inner())[0] as f64 * idx.len() as f64;
                 count += idx.len();
@@ -1184,16 +1238,12 @@ impl Ctx<'_> {
             let (mut sum, mut count) = (0.0f64, 0usize);
             let batches = self.batches(stage, epoch);
             let n_batches = batches.len();
+            let mut carry = None;
             for (b, idx) in batches.into_iter().enumerate() {
-                let (x, y) = train.batch::<A>(&idx, &Default::default());
-                let (mut e, y) = match self.cfg.examples.frame_targets.as_ref() {
-                    None => (net.forward(x), y),
-                    Some(ft) => {
-                        let rows = train.frame_targets(&idx, Some(ft));
-                        let labels = rows.iter().map(|&(_, l)| l).collect();
-                        (select_rows(net.forward_frames(x), &rows), labels)
-                    }
-                };
+                let (x, _) = self.train_batch(&idx, stage, epoch, b);
+                let rows = train.frame_targets(&idx, self.cfg.examples.frame_targets.as_ref());
+                let y: Vec<usize> = rows.iter().map(|&(_, l)| l).collect();
+                let mut e = select_rows(self.forward_train(&net, x, &mut carry), &rows);
                 if freeze {
                     e = e.detach();
                 }
@@ -1726,7 +1776,11 @@ mod tests {
     }
 
     fn assert_learns(method: Method, stages: &[&str]) {
-        let cfg = tiny_config(method);
+        assert_config_learns(&tiny_config(method), stages)
+    }
+
+    fn assert_config_learns(cfg: &TrainConfig, stages: &[&str]) {
+        let (cfg, method) = (cfg.clone(), cfg.method);
         let data = prepared(&cfg);
         let out = train_prepared(&cfg, &data, &RunOptions::default(), &mut quiet()).unwrap();
         for stage in stages {
@@ -1757,6 +1811,45 @@ mod tests {
     #[test]
     fn weighted_ce_learns_the_synthetic_classes() {
         assert_learns(Method::WeightedCe, &["weighted_ce"]);
+    }
+
+    fn streaming(method: Method) -> TrainConfig {
+        TrainConfig {
+            carry_state: true,
+            spec_augment: Some(SpecAugment {
+                freq_width: 4,
+                time_width: 4,
+                ..Default::default()
+            }),
+            ..tiny_config(method)
+        }
+    }
+
+    #[test]
+    fn carried_state_and_masked_batches_still_learn() {
+        assert_config_learns(&streaming(Method::WeightedCe), &["weighted_ce"]);
+        assert_config_learns(&streaming(Method::Centroid), &["embedding", "classifier"]);
+    }
+
+    #[test]
+    fn carried_state_changes_training_and_stays_deterministic() {
+        let run = |cfg: &TrainConfig| {
+            let data = prepared(cfg);
+            let out = train_prepared(cfg, &data, &RunOptions::default(), &mut quiet()).unwrap();
+            without_time(&out.history)
+        };
+        let plain = short(Method::WeightedCe);
+        let carried = TrainConfig {
+            carry_state: true,
+            ..plain.clone()
+        };
+        let a = run(&carried);
+        assert_eq!(a, run(&carried));
+        // Same data, same order, same initial weights: only the carried state differs.
+        assert_ne!(
+            losses(&a, "weighted_ce"),
+            losses(&run(&plain), "weighted_ce")
+        );
     }
 
     fn short(method: Method) -> TrainConfig {

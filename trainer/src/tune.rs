@@ -3,8 +3,8 @@
 //!
 //! The model's scores are computed once per file with the runtime's own frontend, model
 //! (tract) and post-processing (`hark::postprocess`, default settings), so the thresholds are
-//! those `hark detect` will apply. For every candidate threshold (0.20 to 0.95 in steps of
-//! 0.05) each class gets its event F1 on the mixtures (onset only, 500 ms collar) and its
+//! those `hark detect` will apply. For every candidate threshold ([`CANDIDATES`]: 0.20 to 0.95
+//! in steps of 0.05, then 0.97 to 0.9999) each class gets its event F1 on the mixtures (onset only, 500 ms collar) and its
 //! false alarms per hour on the background-only files. A class's threshold is the one with
 //! the best F1 among those whose false alarms per hour stay within the class's share of the
 //! budget (`max_false_alarms_per_hour` / number of event classes); if none does, the one
@@ -40,6 +40,14 @@ pub struct Tuned {
     pub candidates: BTreeMap<String, Vec<Candidate>>,
 }
 
+/// The candidate thresholds: 0.20 to 0.95 in steps of 0.05, then ever closer to 1, where a
+/// model trained with class weights puts its background decisions (the weights inflate the
+/// event classes' probabilities by up to their ratio).
+pub const CANDIDATES: [f32; 24] = [
+    0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90, 0.95,
+    0.97, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999,
+];
+
 /// The scores of every hop of every file of the manifest.
 fn score_traces(model: &Model, dir: &Path, files: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
     let mut fe = Frontend::new(model.metadata().frontend.clone())?;
@@ -73,8 +81,7 @@ pub fn tune(
     let events: Vec<String> = meta.event_classes().map(|(_, c)| c.clone()).collect();
     let share = max_false_alarms_per_hour / events.len().max(1) as f64;
     let mut candidates: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
-    for step in 4..=19 {
-        let t = step as f32 * 0.05;
+    for t in CANDIDATES {
         let cfg = PostprocessConfig {
             classes: events
                 .iter()
