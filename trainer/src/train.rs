@@ -823,6 +823,30 @@ fn seed_burn(seed: u64) {
     <A as Backend>::seed(&Default::default(), seed);
 }
 
+/// Held while a module is seeded and its parameters drawn.
+static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Touches every float parameter, which makes burn draw it.
+struct Materialize;
+
+impl<B: Backend> burn::module::ModuleVisitor<B> for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
+/// A module initialised from `seed` alone. burn draws parameters lazily, on first use, from
+/// its global generator: left lazy, a network's weights would depend on whatever else drew
+/// from the generator in between (the classifier's seeding, or another training in a parallel
+/// thread). Here they are drawn right after seeding, under a lock.
+fn seeded_init<M: burn::module::Module<A>>(seed: u64, init: impl FnOnce() -> M) -> M {
+    let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
+    seed_burn(seed);
+    let module = init();
+    module.visit(&mut Materialize);
+    module
+}
+
 /// The epoch's shuffled order (derived from seed, stage and epoch only).
 fn epoch_order(n: usize, seed: u64, stage: &str, epoch: usize) -> Vec<usize> {
     let mut rng = Rng::new(
@@ -877,13 +901,15 @@ impl Ctx<'_> {
     }
 
     fn new_net(&self) -> EmbeddingNet<A> {
-        seed_burn(self.cfg.seed);
-        net_config(self.cfg).init(&Default::default())
+        seeded_init(self.cfg.seed, || {
+            net_config(self.cfg).init(&Default::default())
+        })
     }
 
     fn new_classifier(&self) -> Classifier<A> {
-        seed_burn(self.cfg.seed ^ 0xC1A5_5000);
-        classifier_config(self.cfg, self.data.classes.len()).init(&Default::default())
+        seeded_init(self.cfg.seed ^ 0xC1A5_5000, || {
+            classifier_config(self.cfg, self.data.classes.len()).init(&Default::default())
+        })
     }
 
     /// Whether the epoch budget of this run is spent.
@@ -1857,6 +1883,43 @@ mod tests {
             epochs: 4,
             classifier_epochs: 3,
             ..tiny_config(method)
+        }
+    }
+
+    #[test]
+    fn seeded_networks_do_not_depend_on_other_threads() {
+        let cfg = tiny_config(Method::WeightedCe);
+        // The projection is a burn `Linear`, whose parameters burn draws lazily.
+        let weights = move |seed: u64, reseed: bool| {
+            let net: EmbeddingNet<A> =
+                seeded_init(seed, || net_config(&cfg).init(&Default::default()));
+            if reseed {
+                // Someone else seeds the generator before the weights are first used (as
+                // the classifier's initialisation does): they must not change.
+                seed_burn(seed + 1000);
+            }
+            net.projection_weights().weight
+        };
+        let alone = weights(3, false);
+        assert_eq!(alone, weights(3, true));
+        let other = weights(4, false);
+        assert_ne!(alone, other, "the seed must matter");
+        // Four threads creating networks from two seeds at once: each seed always gives the
+        // same weights.
+        let handles: Vec<_> = (0..4u64)
+            .map(|i| {
+                let weights = weights.clone();
+                std::thread::spawn(move || {
+                    (0..10)
+                        .map(|_| weights(3 + i % 2, true))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            for w in h.join().unwrap() {
+                assert!(w == if i % 2 == 0 { &alone } else { &other }[..]);
+            }
         }
     }
 
