@@ -41,6 +41,14 @@ pub enum OutputActivation {
     Softmax,
     /// Independent per-class probabilities.
     Sigmoid,
+    /// An ensemble of `members` softmax classifiers side by side (see
+    /// [`StreamingNet::merge`]): the last dense layer gives `members × classes` logits,
+    /// member-major; each member's logits go through a softmax over the classes and the
+    /// scores are the mean over the members (`Reshape [1,T,M,C] → Softmax → ReduceMean`).
+    MeanSoftmax {
+        /// Members `M`.
+        members: usize,
+    },
 }
 
 /// A dense layer and the activation after it.
@@ -74,6 +82,12 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+fn softmax_in_place(v: &mut [f32]) {
+    let m = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let s: f32 = v.iter().map(|x| (x - m).exp()).sum();
+    v.iter_mut().for_each(|x| *x = (*x - m).exp() / s);
+}
+
 impl StreamingNet {
     /// LSTM layers.
     pub fn layers(&self) -> usize {
@@ -87,7 +101,11 @@ impl StreamingNet {
 
     /// Output classes.
     pub fn n_classes(&self) -> usize {
-        self.dense.last().map_or(self.hidden(), |d| d.weights.d_out)
+        let outputs = self.dense.last().map_or(self.hidden(), |d| d.weights.d_out);
+        match self.output {
+            OutputActivation::MeanSoftmax { members } => outputs / members.max(1),
+            _ => outputs,
+        }
     }
 
     /// Checks that the shapes chain together.
@@ -119,7 +137,116 @@ impl StreamingNet {
             }
             d = w.d_out;
         }
+        if let OutputActivation::MeanSoftmax { members } = self.output
+            && (members == 0 || !d.is_multiple_of(members))
+        {
+            return e(format!(
+                "{d} outputs do not split into {members} ensemble members"
+            ));
+        }
         Ok(())
+    }
+
+    /// Merges softmax networks of the same shape into one step graph that scores the mean of
+    /// their softmax outputs ([`OutputActivation::MeanSoftmax`]): one LSTM stack of
+    /// `members × hidden` units whose weights are block-diagonal (member `m` owns units
+    /// `m H .. (m + 1) H` of every gate; the first layer's input, the features, is shared),
+    /// and block-diagonal dense layers, so each member computes exactly what it computes
+    /// alone and the state `[layers, 1, members × hidden]` holds every member's state side
+    /// by side.
+    pub fn merge(members: &[StreamingNet]) -> Result<StreamingNet, ExportError> {
+        let e = |m: String| Err(ExportError(m));
+        let Some(first) = members.first() else {
+            return e("an ensemble needs at least one member".into());
+        };
+        for (k, n) in members.iter().enumerate() {
+            n.validate()?;
+            let same = n.n_mels == first.n_mels
+                && n.layers() == first.layers()
+                && n.hidden() == first.hidden()
+                && n.dense.len() == first.dense.len()
+                && n.dense.iter().zip(&first.dense).all(|(a, b)| {
+                    a.activation == b.activation
+                        && (a.weights.d_in, a.weights.d_out) == (b.weights.d_in, b.weights.d_out)
+                });
+            if !same {
+                return e(format!(
+                    "ensemble member {k} differs in shape from member 0"
+                ));
+            }
+            if n.output != OutputActivation::Softmax {
+                return e(format!("ensemble member {k} has no softmax output"));
+            }
+        }
+        if first.dense.is_empty() {
+            return e("ensemble members need a dense layer after the LSTM".into());
+        }
+        let m = members.len();
+        let h = first.hidden();
+        let mh = m * h;
+        let lstm = (0..first.layers())
+            .map(|l| {
+                let shared_input = l == 0;
+                let d = if shared_input { first.n_mels } else { mh };
+                let (mut w, mut r) = (vec![0.0f32; 4 * mh * d], vec![0.0f32; 4 * mh * mh]);
+                let mut b = vec![0.0f32; 8 * mh];
+                for (k, n) in members.iter().enumerate() {
+                    let src = &n.lstm[l];
+                    let d_src = src.input_size;
+                    for g in 0..4 {
+                        for j in 0..h {
+                            let (row, s) = (g * mh + k * h + j, g * h + j);
+                            let src_w = &src.w[s * d_src..(s + 1) * d_src];
+                            let col0 = if shared_input { 0 } else { k * h };
+                            w[row * d + col0..row * d + col0 + d_src].copy_from_slice(src_w);
+                            r[row * mh + k * h..row * mh + (k + 1) * h]
+                                .copy_from_slice(&src.r[s * h..(s + 1) * h]);
+                            b[row] = src.b[s];
+                            b[4 * mh + row] = src.b[4 * h + s];
+                        }
+                    }
+                }
+                LstmWeights {
+                    input_size: d,
+                    hidden_size: mh,
+                    w,
+                    r,
+                    b,
+                }
+            })
+            .collect();
+        let dense = (0..first.dense.len())
+            .map(|i| {
+                let (d_in, d_out) = (first.dense[i].weights.d_in, first.dense[i].weights.d_out);
+                let (mi, mo) = (m * d_in, m * d_out);
+                let mut weight = vec![0.0f32; mo * mi];
+                let mut bias = Vec::with_capacity(mo);
+                for (k, n) in members.iter().enumerate() {
+                    let src = &n.dense[i].weights;
+                    for o in 0..d_out {
+                        let row = (k * d_out + o) * mi + k * d_in;
+                        weight[row..row + d_in]
+                            .copy_from_slice(&src.weight[o * d_in..(o + 1) * d_in]);
+                    }
+                    bias.extend_from_slice(&src.bias);
+                }
+                Dense {
+                    weights: LinearWeights {
+                        d_in: mi,
+                        d_out: mo,
+                        weight,
+                        bias,
+                    },
+                    activation: first.dense[i].activation,
+                }
+            })
+            .collect();
+        Ok(StreamingNet {
+            n_mels: first.n_mels,
+            lstm,
+            dense,
+            output: OutputActivation::MeanSoftmax { members: m },
+        })
     }
 
     /// Multiply-adds per hop (one frame), the figure of the model card.
@@ -186,10 +313,17 @@ impl StreamingNet {
             }
             match self.output {
                 OutputActivation::Sigmoid => input.iter_mut().for_each(|v| *v = sigmoid(*v)),
-                OutputActivation::Softmax => {
-                    let m = input.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                    let s: f32 = input.iter().map(|v| (v - m).exp()).sum();
-                    input.iter_mut().for_each(|v| *v = (*v - m).exp() / s);
+                OutputActivation::Softmax => softmax_in_place(&mut input),
+                OutputActivation::MeanSoftmax { members } => {
+                    let c = input.len() / members;
+                    let mut mean = vec![0.0f32; c];
+                    for member in input.chunks_exact_mut(c) {
+                        softmax_in_place(member);
+                        mean.iter_mut()
+                            .zip(member.iter())
+                            .for_each(|(m, v)| *m += v / members as f32);
+                    }
+                    input = mean;
                 }
             }
             scores.extend_from_slice(&input);
@@ -314,6 +448,29 @@ impl StreamingNet {
                 g.node("Softmax", &[&z], &["scores"], vec![int("axis", -1)])
             }
             OutputActivation::Sigmoid => g.node("Sigmoid", &[&z], &["scores"], vec![]),
+            OutputActivation::MeanSoftmax { members } => {
+                let c = self.n_classes() as i64;
+                g.init_i64("ensemble_shape", &[4], &[1, -1, members as i64, c]);
+                g.node(
+                    "Reshape",
+                    &[&z, "ensemble_shape"],
+                    &["member_logits"],
+                    vec![],
+                );
+                g.node(
+                    "Softmax",
+                    &["member_logits"],
+                    &["member_scores"],
+                    vec![int("axis", -1)],
+                );
+                // Opset 17: ReduceMean takes its axes as an attribute.
+                g.node(
+                    "ReduceMean",
+                    &["member_scores"],
+                    &["scores"],
+                    vec![ints("axes", &[2]), int("keepdims", 0)],
+                );
+            }
         }
         let t = Dim::Param("T");
         let (l, h) = (Dim::Value(layers as i64), Dim::Value(hs as i64));

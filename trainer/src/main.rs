@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hark::frontend::FrontendConfig;
 use hark_trainer::card::export_run;
+use hark_trainer::ensemble;
 use hark_trainer::features::features_of_file;
 use hark_trainer::mixtures::{self, MixtureConfig};
 use hark_trainer::train::{
@@ -303,12 +304,15 @@ fn train(
     };
     eprintln!("training ({:?}) into {}", cfg.method, out.display());
     let mut reporter = Reporter::new(quiet);
-    let outcome = run(&cfg, &opts, &mut |p| reporter.report(p));
+    let outcome = if cfg.ensemble.is_some() {
+        ensemble::run(&cfg, &opts, &mut |p| reporter.report(p)).map(|o| o.val_metrics)
+    } else {
+        run(&cfg, &opts, &mut |p| reporter.report(p)).map(|o| o.val_metrics)
+    };
     if let Some(b) = reporter.bar.take() {
         b.finish_and_clear();
     }
-    let outcome = outcome.with_context(|| format!("training with {}", config.display()))?;
-    let m = &outcome.val_metrics;
+    let m = &outcome.with_context(|| format!("training with {}", config.display()))?;
     eprintln!(
         "validation: balanced accuracy {:.3}, accuracy {:.3}, macro F1 {:.3}",
         m.balanced_accuracy, m.accuracy, m.macro_f1
@@ -319,7 +323,10 @@ fn train(
             c.class, c.support, c.precision, c.recall, c.f1
         );
     }
-    eprintln!("model written to {}", out.join("model.onnx").display());
+    let model = out.join("model.onnx");
+    if model.is_file() {
+        eprintln!("model written to {}", model.display());
+    }
     Ok(())
 }
 
