@@ -655,7 +655,10 @@ pub fn export_run(
         meta.thresholds = load_thresholds(t, &meta)?;
     }
     if out.net.is_cnn() {
-        return Err(crate::export::ExportError(crate::train::CNN_NOT_EXPORTABLE.into()).into());
+        return Err(TrainError::Io {
+            path: run_dir.to_path_buf(),
+            problem: "a CNN run: `hark-train train` wrote its model.onnx; export (and the model card) handle LSTM models only".into(),
+        });
     }
     let sn = streaming_net(out);
     let bytes = sn.to_onnx(&meta)?;

@@ -447,7 +447,8 @@ impl<B: Backend> EmbeddingNet<B> {
         }
     }
 
-    /// Whether this is the CNN variant (no state, no ONNX export).
+    /// Whether this is the CNN variant (no LSTM state; exported as a
+    /// [`crate::export::CnnStepNet`]).
     pub fn is_cnn(&self) -> bool {
         self.cnn.is_some()
     }

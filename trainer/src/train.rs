@@ -53,7 +53,7 @@ use crate::examples::{
     ExampleConfig, ExampleError, ExampleSet, Rng, SpecAugment, SyntheticConfig, class_list,
     generate, generate_cached, synthetic_clips,
 };
-use crate::export::{ExportError, StreamingNet};
+use crate::export::{CnnStepNet, ExportError, StreamingNet};
 use crate::kmeans::nearest_centroid;
 use crate::loss::{CentroidLoss, CentroidLossConfig, CentroidLossError};
 use crate::model::{
@@ -78,8 +78,8 @@ pub enum Method {
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSection {
     /// The embedding network: `"lstm"` or `"cnn"` (a causal dilated CNN, `[model.cnn]`; it
-    /// trains and evaluates like the LSTM but cannot be exported to the runtime, whose model
-    /// contract carries LSTM state). Default `"lstm"`.
+    /// trains and evaluates like the LSTM and exports as a [`CnnStepNet`], its state the past
+    /// frames of every layer). Default `"lstm"`.
     pub kind: ModelKind,
     /// LSTM hidden size. Default 64.
     pub hidden: usize,
@@ -1532,17 +1532,18 @@ pub fn streaming_net(out: &TrainOutcome) -> StreamingNet {
     sn
 }
 
-/// The ONNX model of a trained outcome (normalisation folded in). A CNN embedding network
-/// is refused: the runtime's model contract carries LSTM state only.
+/// The ONNX model of a trained outcome (normalisation folded in for the LSTM, explicit for a
+/// CNN, whose step graph is a [`CnnStepNet`]).
 pub fn export_onnx(cfg: &TrainConfig, out: &TrainOutcome) -> Result<Vec<u8>, TrainError> {
-    if out.net.is_cnn() {
-        return Err(ExportError(CNN_NOT_EXPORTABLE.into()).into());
+    let (mean, std) = &out.normalization;
+    if let Some(cnn) = CnnStepNet::from_models(&out.net, &out.classifier, mean, std) {
+        return Ok(cnn.to_onnx(&metadata(cfg, out))?);
     }
     Ok(streaming_net(out).to_onnx(&metadata(cfg, out))?)
 }
 
-/// Why a CNN model is not exported.
-pub const CNN_NOT_EXPORTABLE: &str = "model.kind = \"cnn\" has no streaming ONNX export (the runtime's model contract carries LSTM state h/c only); train with model.kind = \"lstm\" to deploy";
+/// Why an ensemble of CNN members is not exported.
+pub const CNN_NOT_EXPORTABLE: &str = "an ensemble of CNN members (model.kind = \"cnn\") has no merged ONNX export; single CNN models and LSTM ensembles export";
 
 /// Clips of one class (or role) in the training and validation splits.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -1739,15 +1740,9 @@ pub fn run(
     if let Some(d) = &opts.out_dir
         && !out.interrupted
     {
-        if out.net.is_cnn() {
-            progress(Progress::Info(format!(
-                "warning: model.onnx not written: {CNN_NOT_EXPORTABLE}"
-            )));
-        } else {
-            let bytes = export_onnx(cfg, &out)?;
-            let p = d.join("model.onnx");
-            fs::write(&p, bytes).map_err(io_err(&p))?;
-        }
+        let bytes = export_onnx(cfg, &out)?;
+        let p = d.join("model.onnx");
+        fs::write(&p, bytes).map_err(io_err(&p))?;
         let p = d.join("summary.json");
         let summary = serde_json::json!({
             "metadata": metadata(cfg, &out),
