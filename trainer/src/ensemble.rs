@@ -340,7 +340,9 @@ impl EnsembleOutcome {
 
 /// Trains an ensemble of `members` models on prepared data (see the [module
 /// documentation](self)). With `opts.out_dir`, member `k` writes its checkpoints and metrics
-/// into `member<k>/` there (and `opts.resume` resumes each member that has a checkpoint).
+/// into `member<k>/` there (and `opts.resume` resumes each member that has a checkpoint, the
+/// others start afresh). `opts.stop_after_epochs` counts each member's epochs; a member cut
+/// short ends the ensemble's training there (`interrupted`).
 pub fn train_ensemble(
     cfg: &TrainConfig,
     data: &PreparedData,

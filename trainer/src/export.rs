@@ -12,6 +12,11 @@
 //! direction, `layout = 0`), so tract fuses it into one step per hop and onnxruntime runs the
 //! same file. [`StreamingNet::forward_reference`] computes the same function in plain Rust;
 //! the parity tests hold burn, this reference, tract and onnxruntime together.
+//!
+//! Two variants keep the same inputs and outputs: an ensemble of such networks merged into
+//! one ([`StreamingNet::merge`], block-diagonal weights, [`OutputActivation::MeanSoftmax`]),
+//! and the causal CNN's step graph ([`CnnStepNet`]), whose `h_in`/`h_out` carry the past
+//! frames of every convolution.
 
 use prost::Message;
 use tract_onnx::pb;

@@ -292,7 +292,13 @@ fn train(
         let stem = config.file_stem().unwrap_or_default().to_string_lossy();
         PathBuf::from("runs").join(stem.as_ref())
     });
-    if resume && !out.join("checkpoint").join("state.json").is_file() {
+    // An ensemble keeps a checkpoint per member, the first in `member0/`.
+    let first = if cfg.ensemble.is_some() {
+        out.join("member0")
+    } else {
+        out.clone()
+    };
+    if resume && !first.join("checkpoint").join("state.json").is_file() {
         bail!("--resume: no checkpoint in {}", out.display());
     }
     let opts = RunOptions {
