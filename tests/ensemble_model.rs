@@ -1,5 +1,6 @@
-//! An ensemble end to end: the trainer trains a tiny clustered ensemble on the synthetic task,
-//! merges it into one ONNX file, and the `hark` binary serves it (`hark info`, `hark detect`).
+//! An ensemble and a CNN end to end: the trainer trains a tiny clustered ensemble (and a
+//! tiny causal-CNN model) on the synthetic task, exports each as one ONNX file, and the `hark`
+//! binary serves it (`hark info`, `hark detect`).
 
 use std::process::Command;
 
@@ -10,7 +11,7 @@ use hark_e2e::hark_binary;
 use hark_trainer::data::write_wav;
 use hark_trainer::ensemble::{self, EnsembleKind, EnsembleSection};
 use hark_trainer::examples::{Rng, lowpass, mix_at_ebr, synthetic_clips};
-use hark_trainer::train::{Method, RunOptions, tiny_config};
+use hark_trainer::train::{CnnSection, Method, ModelKind, RunOptions, run, tiny_config};
 
 const RATE: usize = 16_000;
 
@@ -107,6 +108,59 @@ fn a_trained_ensemble_exports_to_one_model_that_hark_detect_runs() {
     eprintln!("events: {events:?}");
     assert!(
         events.iter().all(|e| e.onset >= 0.0 && e.onset <= 10.0),
+        "{events:?}"
+    );
+}
+
+/// A tiny CNN model: its export loads with the state shape of its convolutions' past frames
+/// and streams through `hark detect` (the runtime's own hop-by-hop stepping).
+#[test]
+fn a_trained_cnn_model_runs_in_hark_detect() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(Method::WeightedCe);
+    cfg.plots = false;
+    cfg.model.kind = ModelKind::Cnn;
+    cfg.model.cnn = CnnSection {
+        channels: 16,
+        kernel: 3,
+        dilations: vec![1, 2, 4],
+    };
+    let opts = RunOptions {
+        out_dir: Some(dir.path().to_path_buf()),
+        base_dir: dir.path().to_path_buf(),
+        ..RunOptions::default()
+    };
+    let out = run(&cfg, &opts, &mut |_| {}).expect("training the tiny CNN");
+    assert!(out.net.is_cnn());
+    let model_path = dir.path().join("model.onnx");
+    let model = Model::load(&model_path).unwrap();
+    // Past frames of the three layers: 64 bands x 2, 16 channels x 4, 16 channels x 8.
+    assert_eq!(model.state_shape(), (1, 64 * 2 + 16 * 4 + 16 * 8));
+
+    let clips = synthetic_clips(&cfg.data.synthetic.clone().unwrap(), 777);
+    let tone = clips.iter().find(|c| c.class == "tone").unwrap();
+    let mut x = vec![0.0f32; 3 * RATE];
+    let mut rng = Rng::new(32);
+    x.iter_mut().for_each(|v| *v = rng.normal() * 0.01);
+    let at = RATE;
+    mix_at_ebr(&mut x[at..at + tone.samples.len()], &tone.samples, 0, 12.0);
+    let wav = dir.path().join("tone.wav");
+    write_wav(&wav, &x, RATE as u32).unwrap();
+    let out = Command::new(hark_binary())
+        .args(["detect", "--model"])
+        .arg(&model_path)
+        .arg(&wav)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let events: Vec<EventRecord> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    eprintln!("events: {events:?}");
+    assert!(
+        events.iter().all(|e| e.onset >= 0.0 && e.onset <= 3.0),
         "{events:?}"
     );
 }

@@ -408,6 +408,66 @@ pub fn train_ensemble(
     Ok(ens)
 }
 
+/// A trained model of either kind, for callers that take any configuration.
+#[derive(Debug, Clone)]
+pub enum Trained {
+    /// One model ([`train_prepared`]).
+    Single(Box<TrainOutcome>),
+    /// An ensemble ([`train_ensemble`]).
+    Ensemble(Box<EnsembleOutcome>),
+}
+
+impl Trained {
+    /// Per-window class probabilities, `[windows, classes]` row-major, on a normalised set
+    /// ([`outcome_scores`] or [`EnsembleOutcome::scores`]).
+    pub fn scores(&self, set: &ExampleSet) -> Vec<f32> {
+        match self {
+            Trained::Single(o) => outcome_scores(o, set, 64),
+            Trained::Ensemble(e) => e.scores(set),
+        }
+    }
+
+    /// Window-level evaluation (prediction: the most probable class at the last frame).
+    pub fn evaluate(&self, set: &ExampleSet) -> WindowMetrics {
+        match self {
+            Trained::Single(o) => crate::train::evaluate(&o.net, &o.classifier, set, 64),
+            Trained::Ensemble(e) => e.evaluate(set),
+        }
+    }
+
+    /// The validation metrics of training.
+    pub fn val_metrics(&self) -> &WindowMetrics {
+        match self {
+            Trained::Single(o) => &o.val_metrics,
+            Trained::Ensemble(e) => &e.val_metrics,
+        }
+    }
+
+    /// The ONNX model.
+    pub fn export_onnx(&self, cfg: &TrainConfig) -> Result<Vec<u8>, TrainError> {
+        match self {
+            Trained::Single(o) => crate::train::export_onnx(cfg, o),
+            Trained::Ensemble(e) => e.export_onnx(cfg),
+        }
+    }
+}
+
+/// Trains what the configuration asks for on prepared data: an ensemble when it has
+/// `[ensemble]`, one model otherwise (either with `[model] kind = "lstm"` or `"cnn"`).
+pub fn train_configured(
+    cfg: &TrainConfig,
+    data: &PreparedData,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Trained, TrainError> {
+    Ok(match &cfg.ensemble {
+        Some(e) => Trained::Ensemble(Box::new(train_ensemble(
+            cfg, data, e.kind, e.members, opts, progress,
+        )?)),
+        None => Trained::Single(Box::new(train_prepared(cfg, data, opts, progress)?)),
+    })
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |e| TrainError::Io {
         path: path.to_path_buf(),
@@ -747,5 +807,39 @@ mod tests {
         assert!(StreamingNet::merge(&[a.clone(), b]).is_err());
         assert!(StreamingNet::merge(&[]).is_err());
         assert_eq!(StreamingNet::merge(&[a]).unwrap().n_classes(), 3);
+    }
+
+    #[test]
+    fn train_configured_trains_an_ensemble_whose_members_see_their_groups() {
+        let mut cfg = tiny_config(crate::train::Method::WeightedCe);
+        cfg.epochs = 2;
+        cfg.plots = false;
+        cfg.ensemble = Some(EnsembleSection {
+            kind: EnsembleKind::Clustered,
+            members: 3,
+        });
+        let clips = load_data_clips(&cfg, Path::new("."), &mut |_| {}).unwrap();
+        let data = prepare_data(&cfg, &clips, Path::new(".")).unwrap();
+        let trained = train_configured(&cfg, &data, &RunOptions::default(), &mut |_| {}).unwrap();
+        let Trained::Ensemble(ens) = &trained else {
+            panic!("not an ensemble")
+        };
+        assert_eq!(ens.members.len(), 3);
+        let counts = data.train.class_counts();
+        for (m, g) in ens.members.iter().zip(&ens.groups) {
+            assert_eq!(m.history.len(), 2);
+            // The member trained on its group and every event window.
+            let mut expect = counts.clone();
+            expect[0] = g.len();
+            assert_eq!(m.train_counts, expect);
+        }
+        assert_eq!(ens.groups.iter().map(Vec::len).sum::<usize>(), counts[0]);
+        let scores = trained.scores(&data.val);
+        assert_eq!(scores.len(), data.val.len() * 4);
+        for row in scores.chunks_exact(4) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        }
+        assert_eq!(trained.evaluate(&data.val), *trained.val_metrics());
+        assert!(trained.export_onnx(&cfg).is_ok());
     }
 }
