@@ -641,12 +641,24 @@ pub fn export_run(
     onnx: &Path,
     thresholds: Option<&Path>,
 ) -> Result<Exported, TrainError> {
+    if run_dir.join("ensemble.json").is_file() {
+        return Err(TrainError::Io {
+            path: run_dir.to_path_buf(),
+            problem: "an ensemble run: `hark-train train` wrote its merged model.onnx; export (and the model card) handle single models only".into(),
+        });
+    }
     let run = load_trained(run_dir)?;
     let cfg = &run.config;
     let out = &run.outcome;
     let mut meta = metadata(cfg, out);
     if let Some(t) = thresholds {
         meta.thresholds = load_thresholds(t, &meta)?;
+    }
+    if out.net.is_cnn() {
+        return Err(TrainError::Io {
+            path: run_dir.to_path_buf(),
+            problem: "a CNN run: `hark-train train` wrote its model.onnx; export (and the model card) handle LSTM models only".into(),
+        });
     }
     let sn = streaming_net(out);
     let bytes = sn.to_onnx(&meta)?;

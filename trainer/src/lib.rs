@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod card;
 pub mod data;
+pub mod ensemble;
 pub mod eval;
 pub mod examples;
 pub mod export;

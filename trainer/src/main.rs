@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hark::frontend::FrontendConfig;
 use hark_trainer::card::export_run;
+use hark_trainer::ensemble;
 use hark_trainer::features::features_of_file;
 use hark_trainer::mixtures::{self, MixtureConfig};
 use hark_trainer::train::{
@@ -291,7 +292,13 @@ fn train(
         let stem = config.file_stem().unwrap_or_default().to_string_lossy();
         PathBuf::from("runs").join(stem.as_ref())
     });
-    if resume && !out.join("checkpoint").join("state.json").is_file() {
+    // An ensemble keeps a checkpoint per member, the first in `member0/`.
+    let first = if cfg.ensemble.is_some() {
+        out.join("member0")
+    } else {
+        out.clone()
+    };
+    if resume && !first.join("checkpoint").join("state.json").is_file() {
         bail!("--resume: no checkpoint in {}", out.display());
     }
     let opts = RunOptions {
@@ -303,12 +310,15 @@ fn train(
     };
     eprintln!("training ({:?}) into {}", cfg.method, out.display());
     let mut reporter = Reporter::new(quiet);
-    let outcome = run(&cfg, &opts, &mut |p| reporter.report(p));
+    let outcome = if cfg.ensemble.is_some() {
+        ensemble::run(&cfg, &opts, &mut |p| reporter.report(p)).map(|o| o.val_metrics)
+    } else {
+        run(&cfg, &opts, &mut |p| reporter.report(p)).map(|o| o.val_metrics)
+    };
     if let Some(b) = reporter.bar.take() {
         b.finish_and_clear();
     }
-    let outcome = outcome.with_context(|| format!("training with {}", config.display()))?;
-    let m = &outcome.val_metrics;
+    let m = &outcome.with_context(|| format!("training with {}", config.display()))?;
     eprintln!(
         "validation: balanced accuracy {:.3}, accuracy {:.3}, macro F1 {:.3}",
         m.balanced_accuracy, m.accuracy, m.macro_f1
@@ -319,7 +329,10 @@ fn train(
             c.class, c.support, c.precision, c.recall, c.f1
         );
     }
-    eprintln!("model written to {}", out.join("model.onnx").display());
+    let model = out.join("model.onnx");
+    if model.is_file() {
+        eprintln!("model written to {}", model.display());
+    }
     Ok(())
 }
 

@@ -44,7 +44,8 @@
 //! for `MatMul` by transposing back; see [`LinearWeights`].
 
 use burn::config::Config;
-use burn::module::{Initializer, Module};
+use burn::module::{Initializer, Module, ModuleVisitor, Param};
+use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::Backend;
@@ -235,6 +236,109 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         .expect("f32 tensor data")
 }
 
+/// Configuration of the [`CausalCnn`].
+#[derive(Config, Debug)]
+pub struct CausalCnnConfig {
+    /// Values per input frame (mel bands).
+    pub d_input: usize,
+    /// Channels of every layer. Default 48.
+    #[config(default = 48)]
+    pub channels: usize,
+    /// Kernel size (frames). Default 3.
+    #[config(default = 3)]
+    pub kernel: usize,
+    /// Dilation of each layer, one layer per entry. Default `[1, 2, 4, 8, 16]` (with kernel 3
+    /// a receptive field of 63 frames, 0.63 s).
+    #[config(default = "vec![1, 2, 4, 8, 16]")]
+    pub dilations: Vec<usize>,
+}
+
+/// A causal dilated 1-D CNN over frames: layer `l` is a convolution over time with kernel
+/// `k` and dilation `d_l`, its input padded on the left with `(k - 1) d_l` zero frames (so the
+/// output at frame `t` sees frames `t - (k - 1) d_l ..= t` only), then ReLU; every layer after
+/// the first adds its input back (residual). `[batch, time, d_input]` →
+/// `[batch, time, channels]`.
+#[derive(Module, Debug)]
+pub struct CausalCnn<B: Backend> {
+    /// The convolutions, first layer first (weights `[channels, d_in, kernel]`).
+    pub convs: Vec<Conv1d<B>>,
+}
+
+impl CausalCnnConfig {
+    /// Initialises the network (burn's default Kaiming-uniform convolutions).
+    ///
+    /// # Panics
+    /// If a size is zero or there are no dilations.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> CausalCnn<B> {
+        assert!(
+            self.d_input > 0
+                && self.channels > 0
+                && self.kernel > 0
+                && !self.dilations.is_empty()
+                && self.dilations.iter().all(|&d| d > 0),
+            "CausalCnnConfig: sizes and dilations must be positive"
+        );
+        let convs = self
+            .dilations
+            .iter()
+            .enumerate()
+            .map(|(l, &d)| {
+                let d_in = if l == 0 { self.d_input } else { self.channels };
+                Conv1dConfig::new(d_in, self.channels, self.kernel)
+                    .with_dilation(d)
+                    .init(device)
+            })
+            .collect();
+        CausalCnn { convs }
+    }
+}
+
+impl<B: Backend> CausalCnn<B> {
+    /// Output channels.
+    pub fn channels(&self) -> usize {
+        self.convs[0].weight.dims()[0]
+    }
+
+    /// Frames of the past each output sees besides its own: `Σ (k - 1) d_l`.
+    pub fn receptive_field(&self) -> usize {
+        1 + self
+            .convs
+            .iter()
+            .map(|c| (c.kernel_size - 1) * c.dilation)
+            .sum::<usize>()
+    }
+
+    /// `[batch, time, d_input]` → `[batch, time, channels]`.
+    pub fn forward(&self, features: Tensor<B, 3>) -> Tensor<B, 3> {
+        let mut x = features.swap_dims(1, 2); // [batch, d_input, time]
+        for (l, conv) in self.convs.iter().enumerate() {
+            let [batch, d_in, _] = x.dims();
+            let ctx = (conv.kernel_size - 1) * conv.dilation;
+            let padded = if ctx > 0 {
+                let zeros = Tensor::zeros([batch, d_in, ctx], &x.device());
+                Tensor::cat(vec![zeros, x.clone()], 2)
+            } else {
+                x.clone()
+            };
+            let y = burn::tensor::activation::relu(conv.forward(padded));
+            x = if l == 0 { y } else { x + y };
+        }
+        x.swap_dims(1, 2)
+    }
+}
+
+/// Materialises every (lazily initialised) parameter of a module now, so that its values are
+/// drawn right after the generator was seeded and clones share them.
+pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
+    struct Touch;
+    impl<B: Backend> ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}
+
 /// Configuration of the [`EmbeddingNet`].
 #[derive(Config, Debug)]
 pub struct EmbeddingNetConfig {
@@ -253,6 +357,10 @@ pub struct EmbeddingNetConfig {
     /// Initial forget-gate bias of every LSTM layer. Default 1.0.
     #[config(default = 1.0)]
     pub forget_bias: f64,
+    /// A causal CNN in place of the LSTM stack (`hidden`, `layers` and `forget_bias` are then
+    /// unused; its `d_input` is replaced by `n_mels`). Default none (LSTM).
+    #[config(default = "None")]
+    pub cnn: Option<CausalCnnConfig>,
 }
 
 /// The LSTM state carried from one call to the next, in the layout of the exported model's
@@ -266,11 +374,16 @@ pub struct LstmState<B: Backend> {
 }
 
 /// The embedding network: `layers` unidirectional LSTM layers over log-mel frames, then a
-/// linear projection of each frame's last-layer hidden state to the embedding.
+/// linear projection of each frame's last-layer hidden state to the embedding. Or, when
+/// configured with `cnn`, a [`CausalCnn`] in place of the LSTM stack: the same per-frame
+/// shapes, but no state (the stateful methods, [`Self::forward_with_state`] and
+/// [`Self::step`], panic).
 #[derive(Module, Debug)]
 pub struct EmbeddingNet<B: Backend> {
-    /// The LSTM stack, first layer first.
+    /// The LSTM stack, first layer first (empty with a CNN).
     pub lstm: Vec<LstmLayer<B>>,
+    /// The causal CNN in place of the LSTM stack, if configured.
+    pub cnn: Option<CausalCnn<B>>,
     /// Projection `[hidden, embedding]` (burn layout) with bias.
     pub projection: Linear<B>,
 }
@@ -281,6 +394,25 @@ impl EmbeddingNetConfig {
     /// # Panics
     /// If `layers`, `hidden`, `n_mels` or `embedding` is zero.
     pub fn init<B: Backend>(&self, device: &B::Device) -> EmbeddingNet<B> {
+        if let Some(c) = &self.cnn {
+            assert!(
+                self.n_mels > 0 && self.embedding > 0,
+                "EmbeddingNetConfig: n_mels and embedding must be positive"
+            );
+            let cnn = CausalCnnConfig {
+                d_input: self.n_mels,
+                ..c.clone()
+            }
+            .init(device);
+            let projection = LinearConfig::new(c.channels, self.embedding).init(device);
+            let net = EmbeddingNet {
+                lstm: Vec::new(),
+                cnn: Some(cnn),
+                projection,
+            };
+            materialize(&net);
+            return net;
+        }
         assert!(
             self.layers > 0 && self.hidden > 0 && self.n_mels > 0 && self.embedding > 0,
             "EmbeddingNetConfig: layers, hidden, n_mels and embedding must be positive"
@@ -295,6 +427,7 @@ impl EmbeddingNetConfig {
             .collect();
         EmbeddingNet {
             lstm,
+            cnn: None,
             projection: LinearConfig::new(self.hidden, self.embedding).init(device),
         }
     }
@@ -306,9 +439,25 @@ impl<B: Backend> EmbeddingNet<B> {
         self.lstm.len()
     }
 
-    /// Hidden size of the LSTM layers.
+    /// Hidden size of the LSTM layers (the channels of a CNN).
     pub fn hidden(&self) -> usize {
-        self.lstm[0].d_hidden
+        match &self.cnn {
+            Some(c) => c.channels(),
+            None => self.lstm[0].d_hidden,
+        }
+    }
+
+    /// Whether this is the CNN variant (no LSTM state; exported as a
+    /// [`crate::export::CnnStepNet`]).
+    pub fn is_cnn(&self) -> bool {
+        self.cnn.is_some()
+    }
+
+    fn no_state(&self) {
+        assert!(
+            self.cnn.is_none(),
+            "EmbeddingNet: a CNN embedding carries no state (needs the LSTM)"
+        );
     }
 
     /// Embedding size.
@@ -332,6 +481,7 @@ impl<B: Backend> EmbeddingNet<B> {
         features: Tensor<B, 3>,
         state: Option<LstmState<B>>,
     ) -> (Vec<Tensor<B, 2>>, LstmState<B>) {
+        self.no_state();
         let [batch, time, _] = features.dims();
         assert!(time > 0, "EmbeddingNet: empty sequence");
         let state = state.unwrap_or_else(|| self.zero_state(batch, &features.device()));
@@ -356,6 +506,9 @@ impl<B: Backend> EmbeddingNet<B> {
     /// Runs the network over `features: [batch, time, n_mels]` from `state` (zeros when
     /// `None`); returns the embedding of every frame `[batch, time, embedding]` and the state
     /// after the last frame.
+    ///
+    /// # Panics
+    /// With a CNN (it has no state).
     pub fn forward_with_state(
         &self,
         features: Tensor<B, 3>,
@@ -368,13 +521,23 @@ impl<B: Backend> EmbeddingNet<B> {
     /// The embedding of every frame: `[batch, time, n_mels]` → `[batch, time, embedding]`,
     /// from the zero state.
     pub fn forward_frames(&self, features: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.forward_with_state(features, None).0
+        match &self.cnn {
+            Some(cnn) => self.projection.forward(cnn.forward(features)),
+            None => self.forward_with_state(features, None).0,
+        }
     }
 
     /// The embedding of each sequence, taken at its last frame:
     /// `[batch, time, n_mels]` → `[batch, embedding]`, from the zero state. Same values as
     /// the last frame of [`Self::forward_frames`], but only that frame is projected.
     pub fn forward(&self, features: Tensor<B, 3>) -> Tensor<B, 2> {
+        if let Some(cnn) = &self.cnn {
+            let [batch, time, _] = features.dims();
+            assert!(time > 0, "EmbeddingNet: empty sequence");
+            let last = cnn.forward(features).narrow(1, time - 1, 1);
+            let d = last.dims()[2];
+            return self.projection.forward(last.reshape([batch, d]));
+        }
         let (hs, _) = self.lstm_frames(features, None);
         let last = hs.into_iter().last().expect("non-empty sequence");
         self.projection.forward(last)
@@ -382,6 +545,9 @@ impl<B: Backend> EmbeddingNet<B> {
 
     /// One hop: `features: [batch, 1, n_mels]` and the state before it; returns the hop's
     /// embedding `[batch, embedding]` and the state after it.
+    ///
+    /// # Panics
+    /// With a CNN (it has no state).
     pub fn step(
         &self,
         features: Tensor<B, 3>,
@@ -648,5 +814,128 @@ mod tests {
                 .expect("recurrent weight grad");
             assert!(g.abs().sum().into_scalar() > 0.0);
         }
+    }
+
+    fn small_cnn() -> EmbeddingNet<B> {
+        B::seed(&Default::default(), 9);
+        EmbeddingNetConfig::new()
+            .with_n_mels(5)
+            .with_embedding(3)
+            .with_cnn(Some(
+                CausalCnnConfig::new(0)
+                    .with_channels(6)
+                    .with_dilations(vec![1, 2, 4]),
+            ))
+            .init(&Default::default())
+    }
+
+    #[test]
+    fn cnn_is_causal() {
+        let net = small_cnn();
+        assert!(net.is_cnn());
+        assert_eq!((net.layers(), net.hidden(), net.embedding()), (0, 6, 3));
+        assert_eq!(net.cnn.as_ref().unwrap().receptive_field(), 15);
+        let (batch, time) = (2, 30);
+        let x = random([batch, time, 5], 6);
+        let y = values(net.forward_frames(x.clone()));
+        for t0 in [0, 7, 20, 28] {
+            // Frames after t0 replaced by something else entirely.
+            let later = random([batch, time - t0 - 1, 5], 7 + t0 as u64).mul_scalar(5.0);
+            let x2 = Tensor::cat(vec![x.clone().narrow(1, 0, t0 + 1), later], 1);
+            let y2 = values(net.forward_frames(x2));
+            for b in 0..batch {
+                let r = (b * time) * 3..(b * time + t0 + 1) * 3;
+                assert_close(&y[r.clone()], &y2[r.clone()], 1e-6);
+                // ... and the frame after t0 does change.
+                let next = (b * time + t0 + 1) * 3;
+                if t0 + 1 < time {
+                    assert!((0..3).any(|k| (y[next + k] - y2[next + k]).abs() > 1e-4));
+                }
+            }
+        }
+        // The frames before t depend on the past only: the last frame of `forward` is the
+        // last of `forward_frames`, and a prefix gives the prefix's embeddings.
+        let last = values(net.forward(x.clone()));
+        let frames = values(net.forward_frames(x.clone()).narrow(1, time - 1, 1));
+        assert_close(&last, &frames, 1e-6);
+        let prefix = values(net.forward_frames(x.clone().narrow(1, 0, 10)));
+        let whole = values(net.forward_frames(x).narrow(1, 0, 10));
+        assert_close(&prefix, &whole, 1e-6);
+    }
+
+    #[test]
+    #[should_panic(expected = "carries no state")]
+    fn cnn_has_no_state() {
+        let net = small_cnn();
+        let _ = net.forward_with_state(random([1, 3, 5], 1), None);
+    }
+
+    /// The CNN with a classifier learns a task decided by a band's level over the recent
+    /// frames.
+    #[test]
+    fn cnn_learns_a_tiny_separable_task() {
+        use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+        type A = CpuAutodiff;
+        let device = Default::default();
+        A::seed(&device, 3);
+        let net = EmbeddingNetConfig::new()
+            .with_n_mels(4)
+            .with_embedding(4)
+            .with_cnn(Some(
+                CausalCnnConfig::new(0)
+                    .with_channels(8)
+                    .with_dilations(vec![1, 2]),
+            ))
+            .init::<A>(&device);
+        let clf = ClassifierConfig::new(2)
+            .with_embedding(4)
+            .init::<A>(&device);
+        materialize(&clf);
+        let mut rng = crate::kmeans::SplitMix64::new(1);
+        let mut data = |n: usize| {
+            let (t, m) = (12, 4);
+            let mut x = Vec::with_capacity(n * t * m);
+            let mut y = Vec::with_capacity(n);
+            for _ in 0..n {
+                let label = (rng.next_f64() < 0.5) as usize;
+                y.push(label);
+                for _ in 0..t {
+                    for k in 0..m {
+                        let noise = rng.next_f64() as f32 - 0.5;
+                        let shift = if k == 2 { label as f32 - 0.5 } else { 0.0 };
+                        x.push(noise + shift);
+                    }
+                }
+            }
+            (TensorData::new(x, [n, t, m]), y)
+        };
+        let (mut net, mut clf) = (net, clf);
+        let mut optim_net = AdamConfig::new().init::<A, EmbeddingNet<A>>();
+        let mut optim_clf = AdamConfig::new().init::<A, Classifier<A>>();
+        for _ in 0..60 {
+            let (x, y) = data(32);
+            let x = Tensor::<A, 3>::from_data(x, &device);
+            let logits = clf.forward(net.forward(x));
+            let loss = crate::train::weighted_cross_entropy(logits, &y, &[1.0, 1.0]);
+            let mut grads = loss.backward();
+            let g = GradientsParams::from_module(&mut grads, &clf);
+            clf = optim_clf.step(1e-2, clf, g);
+            let g = GradientsParams::from_module(&mut grads, &net);
+            net = optim_net.step(1e-2, net, g);
+        }
+        let (x, y) = data(200);
+        let x = Tensor::<A, 3>::from_data(x, &device);
+        let pred = clf
+            .forward(net.forward(x))
+            .argmax(1)
+            .into_data()
+            .convert::<i64>();
+        let pred = pred.to_vec::<i64>().unwrap();
+        let right = pred
+            .iter()
+            .zip(&y)
+            .filter(|(p, y)| **p as usize == **y)
+            .count();
+        assert!(right >= 180, "{right} of 200 right");
     }
 }

@@ -53,10 +53,12 @@ use crate::examples::{
     ExampleConfig, ExampleError, ExampleSet, Rng, SpecAugment, SyntheticConfig, class_list,
     generate, generate_cached, synthetic_clips,
 };
-use crate::export::{ExportError, StreamingNet};
+use crate::export::{CnnStepNet, ExportError, StreamingNet};
 use crate::kmeans::nearest_centroid;
 use crate::loss::{CentroidLoss, CentroidLossConfig, CentroidLossError};
-use crate::model::{Classifier, ClassifierConfig, EmbeddingNet, EmbeddingNetConfig, LstmState};
+use crate::model::{
+    CausalCnnConfig, Classifier, ClassifierConfig, EmbeddingNet, EmbeddingNetConfig, LstmState,
+};
 
 /// The autodiff backend training runs on.
 pub type A = CpuAutodiff;
@@ -75,6 +77,10 @@ pub enum Method {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSection {
+    /// The embedding network: `"lstm"` or `"cnn"` (a causal dilated CNN, `[model.cnn]`; it
+    /// trains and evaluates like the LSTM and exports as a [`CnnStepNet`], its state the past
+    /// frames of every layer). Default `"lstm"`.
+    pub kind: ModelKind,
     /// LSTM hidden size. Default 64.
     pub hidden: usize,
     /// LSTM layers. Default 1.
@@ -83,15 +89,52 @@ pub struct ModelSection {
     pub embedding: usize,
     /// Initial forget-gate bias. Default 1.0.
     pub forget_bias: f64,
+    /// The CNN of `kind = "cnn"`.
+    pub cnn: CnnSection,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
         Self {
+            kind: ModelKind::Lstm,
             hidden: 64,
             layers: 1,
             embedding: 32,
             forget_bias: 1.0,
+            cnn: CnnSection::default(),
+        }
+    }
+}
+
+/// The kind of embedding network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// The LSTM stack (exportable, streaming).
+    #[default]
+    Lstm,
+    /// A causal dilated 1-D CNN ([`crate::model::CausalCnn`]).
+    Cnn,
+}
+
+/// The causal CNN (`[model.cnn]`), used when `model.kind = "cnn"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CnnSection {
+    /// Channels of every layer. Default 48.
+    pub channels: usize,
+    /// Kernel size, frames. Default 3.
+    pub kernel: usize,
+    /// Dilation of each layer (one layer each). Default `[1, 2, 4, 8, 16]`.
+    pub dilations: Vec<usize>,
+}
+
+impl Default for CnnSection {
+    fn default() -> Self {
+        Self {
+            channels: 48,
+            kernel: 3,
+            dilations: vec![1, 2, 4, 8, 16],
         }
     }
 }
@@ -225,6 +268,9 @@ pub struct TrainConfig {
     pub classifier_weighted: bool,
     /// Network sizes.
     pub model: ModelSection,
+    /// Train an ensemble instead of one model (`[ensemble]`, see [`crate::ensemble`]).
+    /// Default absent.
+    pub ensemble: Option<crate::ensemble::EnsembleSection>,
     /// Centroid loss.
     pub centroid: CentroidSection,
     /// Early stopping.
@@ -272,6 +318,7 @@ impl Default for TrainConfig {
             freeze_embedding: false,
             classifier_weighted: true,
             model: ModelSection::default(),
+            ensemble: None,
             centroid: CentroidSection::default(),
             early_stopping: EarlyStopping::default(),
             data: DataSection::default(),
@@ -365,6 +412,24 @@ impl TrainConfig {
         }
         if self.model.hidden == 0 || self.model.layers == 0 || self.model.embedding == 0 {
             return bad("model sizes must be positive");
+        }
+        if self.model.kind == ModelKind::Cnn {
+            let c = &self.model.cnn;
+            if c.channels == 0 {
+                return bad("model.cnn.channels must be positive");
+            }
+            if c.kernel == 0 {
+                return bad("model.cnn.kernel must be positive");
+            }
+            if c.dilations.is_empty() || c.dilations.contains(&0) {
+                return bad("model.cnn.dilations must be a non-empty list of positive numbers");
+            }
+            if self.carry_state {
+                return bad("carry_state needs model.kind = \"lstm\" (a CNN carries no state)");
+            }
+        }
+        if let Some(e) = &self.ensemble {
+            e.validate()?;
         }
         if self.centroid.recluster_every == 0 {
             return bad("centroid.recluster_every must be positive");
@@ -803,14 +868,21 @@ impl Checkpoints {
 }
 
 /// The embedding network's configuration.
-fn net_config(cfg: &TrainConfig) -> EmbeddingNetConfig {
+pub fn net_config(cfg: &TrainConfig) -> EmbeddingNetConfig {
     let m = &cfg.model;
+    let cnn = (m.kind == ModelKind::Cnn).then(|| {
+        CausalCnnConfig::new(cfg.frontend.n_mels)
+            .with_channels(m.cnn.channels)
+            .with_kernel(m.cnn.kernel)
+            .with_dilations(m.cnn.dilations.clone())
+    });
     EmbeddingNetConfig::new()
         .with_n_mels(cfg.frontend.n_mels)
         .with_hidden(m.hidden)
         .with_layers(m.layers)
         .with_embedding(m.embedding)
         .with_forget_bias(m.forget_bias)
+        .with_cnn(cnn)
 }
 
 /// The classifier's configuration.
@@ -1486,10 +1558,18 @@ pub fn streaming_net(out: &TrainOutcome) -> StreamingNet {
     sn
 }
 
-/// The ONNX model of a trained outcome (normalisation folded in).
+/// The ONNX model of a trained outcome (normalisation folded in for the LSTM, explicit for a
+/// CNN, whose step graph is a [`CnnStepNet`]).
 pub fn export_onnx(cfg: &TrainConfig, out: &TrainOutcome) -> Result<Vec<u8>, TrainError> {
+    let (mean, std) = &out.normalization;
+    if let Some(cnn) = CnnStepNet::from_models(&out.net, &out.classifier, mean, std) {
+        return Ok(cnn.to_onnx(&metadata(cfg, out))?);
+    }
     Ok(streaming_net(out).to_onnx(&metadata(cfg, out))?)
 }
+
+/// Why an ensemble of CNN members is not exported.
+pub const CNN_NOT_EXPORTABLE: &str = "an ensemble of CNN members (model.kind = \"cnn\") has no merged ONNX export; single CNN models and LSTM ensembles export";
 
 /// Clips of one class (or role) in the training and validation splits.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -1657,6 +1737,11 @@ pub fn run(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainOutcome, TrainError> {
     cfg.validate()?;
+    if cfg.ensemble.is_some() {
+        return Err(TrainError::Config(
+            "[ensemble]: an ensemble is trained by hark_trainer::ensemble::run".into(),
+        ));
+    }
     if let Some(d) = &opts.out_dir {
         fs::create_dir_all(d).map_err(io_err(d))?;
         let p = d.join("config.toml");
@@ -1714,6 +1799,7 @@ pub fn tiny_config(method: Method) -> TrainConfig {
             layers: 1,
             embedding: 16,
             forget_bias: 1.0,
+            ..Default::default()
         },
         centroid: CentroidSection {
             recluster_every: 3,

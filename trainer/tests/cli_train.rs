@@ -47,3 +47,45 @@ fn train_prints_epoch_lines_and_writes_plots_and_quiet_prints_less() {
     assert!(!quiet.contains(" epoch "), "{quiet}");
     assert!(quiet.contains("validation: balanced accuracy"), "{quiet}");
 }
+
+/// `[ensemble]` and `[model] kind = "cnn"` through `hark-train train`: both write a model
+/// file the runtime loads.
+#[test]
+fn train_writes_an_ensemble_and_a_cnn_model() {
+    let bin = env!("CARGO_BIN_EXE_hark-train");
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = include_str!("../configs/tiny.toml")
+        .replace("\nepochs = 12", "\nepochs = 2")
+        .replace("classifier_epochs = 6", "classifier_epochs = 1");
+    for (name, extra) in [
+        ("ens", "\n[ensemble]\nkind = \"easy\"\nmembers = 2\n"),
+        ("cnn", "\n[model.cnn]\nchannels = 8\ndilations = [1, 2]\n"),
+    ] {
+        let mut text = format!("plots = false\n{tiny}{extra}");
+        if name == "cnn" {
+            text = text.replace("[model]\n", "[model]\nkind = \"cnn\"\n");
+        }
+        let cfg = tmp.path().join(format!("{name}.toml"));
+        fs::write(&cfg, text).unwrap();
+        let out_dir = tmp.path().join(name);
+        let out = Command::new(bin)
+            .args(["train", "--quiet", "--config"])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        assert!(stderr.contains("validation: balanced accuracy"), "{stderr}");
+        let model = hark::model::Model::load(out_dir.join("model.onnx")).unwrap();
+        assert_eq!(model.n_classes(), 4);
+        if name == "ens" {
+            assert_eq!(model.state_shape(), (1, 64));
+            assert!(out_dir.join("member1").join("metrics.csv").is_file());
+        } else {
+            // Past frames of the two layers: 64 bands × 2 and 8 channels × 4.
+            assert_eq!(model.state_shape(), (1, 64 * 2 + 8 * 4));
+        }
+    }
+}
