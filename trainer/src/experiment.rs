@@ -322,10 +322,10 @@ pub struct RunResult {
     pub status: String,
     /// Test error rate per event class.
     pub class_error_rate: BTreeMap<String, f64>,
-    /// Overall test error rate `(S + D + I) / N`.
-    pub error_rate: f64,
-    /// Test balanced accuracy (background included).
-    pub balanced_accuracy: f64,
+    /// Overall test error rate `(S + D + I) / N` (none without a result).
+    pub error_rate: Option<f64>,
+    /// Test balanced accuracy, background included (none without a result).
+    pub balanced_accuracy: Option<f64>,
     /// Training windows per class after the technique's resampling (class order).
     pub train_windows: Vec<usize>,
     /// Epochs run.
@@ -610,8 +610,8 @@ fn not_available(job: &Job, why: &str) -> RunResult {
         seed: job.seed,
         status: format!("not available in this build: {why}"),
         class_error_rate: BTreeMap::new(),
-        error_rate: f64::NAN,
-        balanced_accuracy: f64::NAN,
+        error_rate: None,
+        balanced_accuracy: None,
         train_windows: Vec::new(),
         epochs: 0,
         seconds: 0.0,
@@ -671,8 +671,8 @@ fn run_one(
             .zip(per_class)
             .filter_map(|(c, e)| e.map(|e| (c.clone(), e)))
             .collect(),
-        error_rate: overall,
-        balanced_accuracy: m.balanced_accuracy,
+        error_rate: Some(overall),
+        balanced_accuracy: Some(m.balanced_accuracy),
         train_windows: data.train.class_counts(),
         epochs: outcome.history.len(),
         seconds: t0.elapsed().as_secs_f64(),
@@ -788,7 +788,7 @@ pub fn aggregate(cfg: &ExperimentConfig, results: &[RunResult]) -> Vec<Row> {
                             .iter()
                             .map(|r| {
                                 if k == "overall" {
-                                    r.error_rate
+                                    r.error_rate.unwrap_or(f64::NAN)
                                 } else {
                                     r.class_error_rate.get(k).copied().unwrap_or(f64::NAN)
                                 }
@@ -896,16 +896,24 @@ pub fn results_md(cfg: &ExperimentConfig, rows: &[Row], opts_line: &str, seconds
                     .join(":"),
                 cfg.event_classes.join(" : ")
             );
+            let block: Vec<&Row> = rows
+                .iter()
+                .filter(|r| r.architecture == arch.name() && r.ratio == rn)
+                .collect();
+            if let Some(first) = block.first()
+                && first.status != "ok"
+                && block.iter().all(|r| r.status == first.status)
+            {
+                let _ = writeln!(s, "Every technique: {}.\n", first.status);
+                continue;
+            }
             let _ = write!(s, "| technique |");
             for k in &keys {
                 let _ = write!(s, " {k} ER | vs baseline |");
             }
             let _ = writeln!(s);
             let _ = writeln!(s, "|---|{}", "---|---|".repeat(keys.len()));
-            for r in rows
-                .iter()
-                .filter(|r| r.architecture == arch.name() && r.ratio == rn)
-            {
+            for r in block {
                 if r.status != "ok" {
                     let _ = writeln!(
                         s,
@@ -960,11 +968,18 @@ pub fn run_experiment(
         path: out.clone(),
         problem: e.to_string(),
     })?;
-    fs::write(
-        out.join("experiment.toml"),
-        toml::to_string_pretty(cfg).expect("serialisable"),
-    )
-    .map_err(|e| TrainError::Io {
+    let cfg_text = toml::to_string_pretty(cfg).expect("serialisable");
+    let cfg_path = out.join("experiment.toml");
+    if opts.resume
+        && let Ok(old) = fs::read_to_string(&cfg_path)
+        && old != cfg_text
+    {
+        return Err(TrainError::Config(format!(
+            "--resume: {} was run with another configuration; use a new output folder",
+            out.display()
+        )));
+    }
+    fs::write(&cfg_path, cfg_text).map_err(|e| TrainError::Io {
         path: out.join("experiment.toml"),
         problem: e.to_string(),
     })?;
@@ -1029,8 +1044,14 @@ pub fn run_experiment(
             write_json(&job.path(out), &r)?;
             let k = done.fetch_add(1, Ordering::SeqCst) + 1;
             progress(format!(
-                "[{k}/{n}] {} {} {} seed {}: {} ER {:.3} ({:.0} s)",
-                r.architecture, r.ratio, r.technique, r.seed, r.status, r.error_rate, r.seconds
+                "[{k}/{n}] {} {} {} seed {}: {} ER {} ({:.0} s)",
+                r.architecture,
+                r.ratio,
+                r.technique,
+                r.seed,
+                r.status,
+                r.error_rate.map_or("-".into(), |e| format!("{e:.3}")),
+                r.seconds
             ));
             Ok(())
         })?;
@@ -1119,8 +1140,8 @@ mod tests {
             seed,
             status: "ok".into(),
             class_error_rate: [("a".to_string(), er)].into(),
-            error_rate: er,
-            balanced_accuracy: 0.0,
+            error_rate: Some(er),
+            balanced_accuracy: None,
             train_windows: vec![],
             epochs: 1,
             seconds: 0.0,
