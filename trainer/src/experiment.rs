@@ -381,17 +381,30 @@ struct Sets {
     test: ExampleSet,
 }
 
-/// `n` windows of class `label` (background or an event class) generated from `clips`.
+/// Where windows come from: the clips of one split, the classes, the training
+/// configuration's example settings and feature cache.
+struct WindowSource<'a> {
+    clips: &'a [Clip],
+    classes: &'a [String],
+    cfg: &'a TrainConfig,
+    cache: Option<&'a Path>,
+}
+
+/// `n` windows of class `label` (background or an event class) generated from the clips of
+/// `src`.
 fn class_windows(
-    clips: &[Clip],
-    classes: &[String],
+    src: &WindowSource,
     label: usize,
     n: usize,
-    cfg: &TrainConfig,
     augment: bool,
     seed: u64,
-    cache: Option<&Path>,
 ) -> Result<ExampleSet, TrainError> {
+    let WindowSource {
+        clips,
+        classes,
+        cfg,
+        cache,
+    } = *src;
     let class = &classes[label];
     let is_bg = class == BACKGROUND;
     let mine: Vec<Clip> = clips
@@ -468,35 +481,40 @@ fn make_sets(
         let pos = if label == 0 { k - 1 } else { label - 1 };
         let need = cfg.ratios.iter().map(|r| r[pos]).max().unwrap_or(1) * cfg.unit;
         let s = cfg.data_seed;
-        pools.push(class_windows(
-            &train_clips,
-            &classes,
-            label,
-            need,
-            tc,
-            true,
-            s ^ 0x7472,
-            cache,
-        )?);
+        let (train_src, val_src, test_src) = (
+            WindowSource {
+                clips: &train_clips,
+                classes: &classes,
+                cfg: tc,
+                cache,
+            },
+            WindowSource {
+                clips: &val_clips,
+                classes: &classes,
+                cfg: tc,
+                cache,
+            },
+            WindowSource {
+                clips: &test_clips,
+                classes: &classes,
+                cfg: tc,
+                cache,
+            },
+        );
+        pools.push(class_windows(&train_src, label, need, true, s ^ 0x7472)?);
         vals.push(class_windows(
-            &val_clips,
-            &classes,
+            &val_src,
             label,
             cfg.val_per_class,
-            tc,
             tc.augment_validation,
             s ^ 0x7661,
-            cache,
         )?);
         tests.push(class_windows(
-            &test_clips,
-            &classes,
+            &test_src,
             label,
             cfg.test_per_class,
-            tc,
             false,
             s ^ 0x7465,
-            cache,
         )?);
         progress(format!(
             "{}: pool {} windows, validation {}, test {} (clips: train {}, val {}, test {})",

@@ -278,7 +278,7 @@ pub fn smote(set: &ExampleSet, k: usize, rng: &mut Rng) -> ExampleSet {
             let xi = set.example(i);
             let onset = has_onsets.then(|| set.onsets[i]);
             if neighbours[s].is_empty() {
-                push(&mut out, &xi.to_vec(), label, onset);
+                push(&mut out, xi, label, onset);
                 continue;
             }
             let j = neighbours[s][rng.below(neighbours[s].len())];
