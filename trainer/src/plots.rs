@@ -1023,7 +1023,7 @@ pub fn experiment_svg(
         while v <= y_max + 1e-9 {
             let _ = writeln!(
                 s,
-                r##"<line x1="{left}" x2="{}" y1="{yy}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{v:.1}</text>"##,
+                r##"<line x1="{left}" x2="{}" y1="{yy}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{v:.2}</text>"##,
                 left + pw,
                 left - 6.0,
                 y(v) + 4.0,
