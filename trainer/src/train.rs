@@ -18,7 +18,12 @@
 //!
 //! # Determinism
 //!
-//! burn's generator is seeded (`B::seed`) before every model initialisation, example
+//! burn's generator is seeded (`B::seed`) before every model initialisation, and every
+//! parameter is drawn right then, under a process-wide lock ([`init_seeded`]): burn initialises
+//! parameters lazily and its generator is global, so runs in parallel threads (the experiment)
+//! would otherwise draw from each other's streams. (Before this, a network's parameters were
+//! drawn at its first forward pass, after the classifier's seeding in `weighted_ce`: the same
+//! seed now gives other initial weights than in earlier versions.) Example
 //! generation and shuffling use [`Rng`] seeded from `seed`, and the shuffling of epoch `e` of
 //! a stage is derived from `(seed, stage, e)`: the same configuration gives the same loss curve,
 //! and a run resumed from a checkpoint continues the curve it would have had.
