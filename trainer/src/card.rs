@@ -223,6 +223,12 @@ fn method_text(m: Method) -> &'static str {
             "`weighted_ce`: the network and classifier trained end to end with cross-entropy \
              weighted inversely to class frequency (the baseline)"
         }
+        Method::Ce => {
+            "`ce`: the network and classifier trained end to end with plain cross-entropy"
+        }
+        Method::Focal => {
+            "`focal`: the network and classifier trained end to end with the focal loss"
+        }
     }
 }
 
@@ -246,6 +252,8 @@ pub fn model_card(input: &CardInput) -> String {
         match cfg.method {
             Method::Centroid => "centroid",
             Method::WeightedCe => "weighted_ce",
+            Method::Ce => "ce",
+            Method::Focal => "focal",
         },
         if synthetic_only {
             " It was **trained on synthetic sounds only** (see Data)."

@@ -51,7 +51,8 @@ enum Command {
         /// printed). Progress bars are shown only when standard error is a terminal.
         #[arg(short, long)]
         quiet: bool,
-        /// Override the configuration's method: `centroid` or `weighted_ce` (the baseline).
+        /// Override the configuration's method: `centroid`, `weighted_ce` (the baseline), `ce`
+        /// or `focal`.
         #[arg(long)]
         method: Option<String>,
     },
@@ -156,6 +157,74 @@ enum Command {
         #[arg(long)]
         weaknesses: Option<PathBuf>,
     },
+    /// Compare the class-imbalance remedies: every technique trained with the same network
+    /// and budget on training sets of fixed class ratios over several seeds, evaluated on one
+    /// balanced held-out test set; writes `results.md`, `results.csv` and `results.svg` (and
+    /// every run's result as JSON under `runs/`) into the output folder.
+    Experiment {
+        /// The experiment configuration (TOML), e.g. `trainer/configs/experiment.toml`.
+        #[arg(long, required_unless_present = "quick")]
+        config: Option<PathBuf>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Skip the runs whose result is already in the output folder.
+        #[arg(long)]
+        resume: bool,
+        /// Runs at a time. Default: the number of cores.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// The quick mode (`trainer/configs/experiment-quick.toml`, built in): every technique
+        /// on tiny generated data, one seed; replaces `--config`.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn experiment(
+    config: Option<PathBuf>,
+    out: PathBuf,
+    resume: bool,
+    threads: Option<usize>,
+    quick: bool,
+) -> Result<()> {
+    use hark_trainer::experiment::{ExperimentConfig, ExperimentOptions, QUICK_CONFIG};
+    let (cfg, base_dir) = if quick {
+        (
+            ExperimentConfig::from_toml(QUICK_CONFIG)
+                .context("the built-in quick configuration")?,
+            PathBuf::from("."),
+        )
+    } else {
+        let path = config.context("--config is needed without --quick")?;
+        (
+            hark_trainer::experiment::load(&path)?,
+            config_base_dir(&path),
+        )
+    };
+    let threads = threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let command = std::iter::once("hark-train".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let opts = ExperimentOptions {
+        out_dir: out.clone(),
+        base_dir,
+        resume,
+        threads,
+        command,
+    };
+    let t0 = std::time::Instant::now();
+    let rows = hark_trainer::experiment::run_experiment(&cfg, &opts, &|m| eprintln!("{m}"))?;
+    eprintln!(
+        "{} rows; results in {} ({:.1} min)",
+        rows.len(),
+        out.join("results.md").display(),
+        t0.elapsed().as_secs_f64() / 60.0
+    );
+    Ok(())
 }
 
 fn features(files: Vec<PathBuf>) -> Result<()> {
@@ -284,7 +353,9 @@ fn train(
         cfg.method = match m.as_str() {
             "centroid" => Method::Centroid,
             "weighted_ce" => Method::WeightedCe,
-            other => bail!("--method {other:?}: expected centroid or weighted_ce"),
+            "ce" => Method::Ce,
+            "focal" => Method::Focal,
+            other => bail!("--method {other:?}: expected centroid, weighted_ce, ce or focal"),
         };
     }
     let base_dir = config_base_dir(&config);
@@ -573,5 +644,12 @@ fn main() -> Result<()> {
             command,
             weaknesses,
         } => card_eval(card, methods, mixtures, command, weaknesses),
+        Command::Experiment {
+            config,
+            out,
+            resume,
+            threads,
+            quick,
+        } => experiment(config, out, resume, threads, quick),
     }
 }

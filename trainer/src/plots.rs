@@ -944,6 +944,165 @@ pub fn write_run_plots(
     Ok(written)
 }
 
+// ---------------------------------------------------------------------------------------
+// The experiment's bar chart (SVG)
+// ---------------------------------------------------------------------------------------
+
+/// Colours of the experiment's techniques (more than [`PALETTE`] holds).
+const TECHNIQUE_COLOURS: [&str; 12] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+    "#17becf", "#393b79", "#ad494a", "#637939",
+];
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The bar chart of `hark-train experiment` (SVG text): a panel per (architecture, ratio),
+/// in each a group of bars per event class and one for the overall error rate, a bar per
+/// technique with results (height: mean error rate over the seeds; whisker: ± one standard
+/// deviation).
+pub fn experiment_svg(
+    cfg: &crate::experiment::ExperimentConfig,
+    rows: &[crate::experiment::Row],
+) -> String {
+    use std::fmt::Write as _;
+    let mut keys = cfg.event_classes.clone();
+    keys.push("overall".into());
+    let techniques: Vec<String> = cfg.techniques.iter().map(|t| t.name()).collect();
+    let mut panels: Vec<(String, Vec<&crate::experiment::Row>)> = Vec::new();
+    for arch in &cfg.architectures {
+        for ratio in &cfg.ratios {
+            let rn = crate::experiment::ExperimentConfig::ratio_name(ratio);
+            let mine: Vec<&crate::experiment::Row> = rows
+                .iter()
+                .filter(|r| r.architecture == arch.name() && r.ratio == rn && r.status == "ok")
+                .collect();
+            if !mine.is_empty() {
+                panels.push((
+                    format!(
+                        "{}, ratio {}",
+                        arch.name().to_uppercase(),
+                        rn.replace('-', ":")
+                    ),
+                    mine,
+                ));
+            }
+        }
+    }
+    let top = rows
+        .iter()
+        .flat_map(|r| r.error_rate.values().map(|&(m, sd)| m + sd))
+        .filter(|v| v.is_finite())
+        .fold(0.5f64, f64::max);
+    let y_max = (top * 2.0).ceil() / 2.0;
+    let (pw, ph) = (900.0f64, 320.0f64);
+    let (left, right, top_m, bottom) = (60.0, 190.0, 36.0, 40.0);
+    let width = pw + left + right;
+    let height = (ph + top_m + bottom) * panels.len().max(1) as f64 + 20.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    for (pi, (title, mine)) in panels.iter().enumerate() {
+        let y0 = pi as f64 * (ph + top_m + bottom) + top_m;
+        let y = |v: f64| y0 + ph - (v.clamp(0.0, y_max) / y_max) * ph;
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" font-size="15" text-anchor="middle">{} (error rate, mean ± sd over seeds)</text>"#,
+            left + pw / 2.0,
+            y0 - 12.0,
+            xml_escape(title)
+        );
+        // Axis and grid.
+        let mut v = 0.0;
+        while v <= y_max + 1e-9 {
+            let _ = writeln!(
+                s,
+                r##"<line x1="{left}" x2="{}" y1="{yy}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{v:.2}</text>"##,
+                left + pw,
+                left - 6.0,
+                y(v) + 4.0,
+                yy = y(v)
+            );
+            v += 0.25;
+        }
+        let _ = writeln!(
+            s,
+            r#"<line x1="{left}" x2="{left}" y1="{y0}" y2="{}" stroke="black"/>"#,
+            y0 + ph
+        );
+        let group_w = pw / keys.len() as f64;
+        let present: Vec<&String> = techniques
+            .iter()
+            .filter(|t| mine.iter().any(|r| &r.technique == *t))
+            .collect();
+        let bar_w = (group_w * 0.85) / present.len().max(1) as f64;
+        for (ki, k) in keys.iter().enumerate() {
+            let gx = left + ki as f64 * group_w + group_w * 0.075;
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+                left + (ki as f64 + 0.5) * group_w,
+                y0 + ph + 18.0,
+                xml_escape(k)
+            );
+            for (ti, t) in present.iter().enumerate() {
+                let Some(r) = mine.iter().find(|r| &r.technique == *t) else {
+                    continue;
+                };
+                let Some(&(m, sd)) = r.error_rate.get(k) else {
+                    continue;
+                };
+                if !m.is_finite() {
+                    continue;
+                }
+                let colour =
+                    TECHNIQUE_COLOURS[techniques.iter().position(|x| x == *t).unwrap_or(0)
+                        % TECHNIQUE_COLOURS.len()];
+                let x = gx + ti as f64 * bar_w;
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}"><title>{} {}: {m:.3} ± {sd:.3}</title></rect>"#,
+                    y(m),
+                    bar_w * 0.9,
+                    y0 + ph - y(m),
+                    xml_escape(t),
+                    xml_escape(k)
+                );
+                let cx = x + bar_w * 0.45;
+                let _ = writeln!(
+                    s,
+                    r#"<line x1="{cx:.1}" x2="{cx:.1}" y1="{:.1}" y2="{:.1}" stroke="black"/>"#,
+                    y(m + sd),
+                    y(m - sd)
+                );
+            }
+        }
+        // Legend.
+        for (ti, t) in present.iter().enumerate() {
+            let colour = TECHNIQUE_COLOURS
+                [techniques.iter().position(|x| x == *t).unwrap_or(0) % TECHNIQUE_COLOURS.len()];
+            let ly = y0 + 10.0 + ti as f64 * 18.0;
+            let lx = left + pw + 16.0;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{lx}" y="{}" width="12" height="12" fill="{colour}"/><text x="{}" y="{}">{}</text>"#,
+                ly - 10.0,
+                lx + 18.0,
+                ly,
+                xml_escape(t)
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

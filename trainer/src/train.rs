@@ -18,7 +18,12 @@
 //!
 //! # Determinism
 //!
-//! burn's generator is seeded (`B::seed`) before every model initialisation, example
+//! burn's generator is seeded (`B::seed`) before every model initialisation, and every
+//! parameter is drawn right then, under a process-wide lock ([`init_seeded`]): burn initialises
+//! parameters lazily and its generator is global, so runs in parallel threads (the experiment)
+//! would otherwise draw from each other's streams. (Before this, a network's parameters were
+//! drawn at its first forward pass, after the classifier's seeding in `weighted_ce`: the same
+//! seed now gives other initial weights than in earlier versions.) Example
 //! generation and shuffling use [`Rng`] seeded from `seed`, and the shuffling of epoch `e` of
 //! a stage is derived from `(seed, stage, e)`: the same configuration gives the same loss curve,
 //! and a run resumed from a checkpoint continues the curve it would have had.
@@ -54,6 +59,7 @@ use crate::examples::{
     generate, generate_cached, synthetic_clips,
 };
 use crate::export::{CnnStepNet, ExportError, StreamingNet};
+use crate::imbalance::ImbalanceSection;
 use crate::kmeans::nearest_centroid;
 use crate::loss::{CentroidLoss, CentroidLossConfig, CentroidLossError};
 use crate::model::{
@@ -71,6 +77,22 @@ pub enum Method {
     Centroid,
     /// End-to-end cross-entropy weighted inversely to class frequency (baseline).
     WeightedCe,
+    /// End-to-end plain (unweighted) cross-entropy.
+    Ce,
+    /// End-to-end focal loss (`[imbalance.focal]`, see [`crate::imbalance`]).
+    Focal,
+}
+
+impl Method {
+    /// The stage name of an end-to-end method (`None` for `centroid`).
+    pub fn end_to_end_stage(self) -> Option<&'static str> {
+        match self {
+            Method::Centroid => None,
+            Method::WeightedCe => Some("weighted_ce"),
+            Method::Ce => Some("ce"),
+            Method::Focal => Some("focal"),
+        }
+    }
 }
 
 /// The network's sizes.
@@ -245,7 +267,7 @@ impl Default for EarlyStopping {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// `"centroid"` or `"weighted_ce"`. Default `"centroid"`.
+    /// `"centroid"`, `"weighted_ce"`, `"ce"` or `"focal"`. Default `"centroid"`.
     pub method: Method,
     /// Seed of everything random. Default 0.
     pub seed: u64,
@@ -302,6 +324,9 @@ pub struct TrainConfig {
     /// matrix, PCA projections of the validation embeddings at several epochs
     /// ([`crate::plots`]). Default true.
     pub plots: bool,
+    /// Remedies for class imbalance: resampling, partial augmentation, label smearing,
+    /// transfer learning, focal loss settings (`[imbalance]`, see [`crate::imbalance`]).
+    pub imbalance: ImbalanceSection,
 }
 
 impl Default for TrainConfig {
@@ -330,6 +355,7 @@ impl Default for TrainConfig {
             frontend: FrontendConfig::default(),
             threshold: 0.5,
             plots: true,
+            imbalance: ImbalanceSection::default(),
         }
     }
 }
@@ -447,6 +473,10 @@ impl TrainConfig {
             && !c.iter().any(|c| c == BACKGROUND)
         {
             return bad("data.classes must hold \"background\"");
+        }
+        self.imbalance.validate().map_err(TrainError::Config)?;
+        if self.imbalance.smear_sigma_frames > 0.0 && self.examples.frame_targets.is_none() {
+            return bad("imbalance.smear_sigma_frames needs [examples.frame_targets]");
         }
         self.frontend
             .validate()
@@ -590,7 +620,7 @@ pub fn prepare_data(
         ));
     }
     let cache = cfg.cache_dir.as_ref().map(|d| base_dir.join(d));
-    let mut train = generate_cached(
+    let train = generate_cached(
         &train_clips,
         &classes,
         &cfg.examples,
@@ -602,7 +632,7 @@ pub fn prepare_data(
     if !cfg.augment_validation {
         val_cfg.augment = crate::examples::AugmentConfig::none();
     }
-    let mut val = generate_cached(
+    let val = generate_cached(
         &val_clips,
         &classes,
         &val_cfg,
@@ -610,16 +640,31 @@ pub fn prepare_data(
         cfg.seed ^ 0x7661_6c00,
         cache.as_deref(),
     )?;
+    Ok(finish_prepared(cfg, classes, train, val))
+}
+
+/// Normalises raw training and validation examples with the training set's per-band
+/// statistics, then applies the window-level imbalance remedies of `cfg.imbalance`
+/// (resampling, partial augmentation) to the training set.
+pub fn finish_prepared(
+    cfg: &TrainConfig,
+    classes: Vec<String>,
+    mut train: ExampleSet,
+    mut val: ExampleSet,
+) -> PreparedData {
     let (mean, std) = train.band_stats();
     train.normalize(&mean, &std);
     val.normalize(&mean, &std);
-    Ok(PreparedData {
+    if cfg.imbalance.changes_windows() {
+        train = crate::imbalance::rebalance(&train, &cfg.imbalance, &std, cfg.seed);
+    }
+    PreparedData {
         classes,
         train,
         val,
         mean,
         std,
-    })
+    }
 }
 
 /// The rows `(b * frames + t, _)` of a batch's per-frame embeddings `[batch, frames, dim]`,
@@ -895,28 +940,68 @@ fn seed_burn(seed: u64) {
     <A as Backend>::seed(&Default::default(), seed);
 }
 
-/// Held while a module is seeded and its parameters drawn.
-static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Forces every lazily initialised parameter of a module.
+struct ForceInit;
 
-/// Touches every float parameter, which makes burn draw it.
-struct Materialize;
-
-impl<B: Backend> burn::module::ModuleVisitor<B> for Materialize {
+impl<B: Backend> burn::module::ModuleVisitor<B> for ForceInit {
     fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
         let _ = param.val();
     }
 }
 
-/// A module initialised from `seed` alone. burn draws parameters lazily, on first use, from
-/// its global generator: left lazy, a network's weights would depend on whatever else drew
-/// from the generator in between (the classifier's seeding, or another training in a parallel
-/// thread). Here they are drawn right after seeding, under a lock.
-fn seeded_init<M: burn::module::Module<A>>(seed: u64, init: impl FnOnce() -> M) -> M {
-    let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
+/// Initialises a module from burn's generator seeded with `seed`, deterministically even when
+/// several trainings run in parallel threads: burn's generator is global and its parameters
+/// are initialised lazily (at first use), so the seeding, the initialisation and the drawing
+/// of every parameter happen together under one process-wide lock.
+pub fn init_seeded<M: Module<A>>(seed: u64, init: impl FnOnce() -> M) -> M {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     seed_burn(seed);
-    let module = init();
-    module.visit(&mut Materialize);
-    module
+    let m = init();
+    m.visit(&mut ForceInit);
+    m
+}
+
+/// The embedding network of a finished training run (`checkpoint/best_net` of `run_dir`), for
+/// transfer learning (`imbalance.init_from`); its sizes must be those of `cfg`.
+pub fn load_pretrained_net(
+    run_dir: &Path,
+    cfg: &TrainConfig,
+) -> Result<EmbeddingNet<A>, TrainError> {
+    let cfg_path = run_dir.join("config.toml");
+    let text = fs::read_to_string(&cfg_path).map_err(|e| TrainError::Io {
+        path: cfg_path.clone(),
+        problem: format!("imbalance.init_from: not a training output folder ({e})"),
+    })?;
+    let theirs = TrainConfig::from_toml(&text)?;
+    let (a, b) = (&theirs.model, &cfg.model);
+    if a.kind != b.kind
+        || a.hidden != b.hidden
+        || a.layers != b.layers
+        || a.embedding != b.embedding
+        || theirs.frontend.n_mels != cfg.frontend.n_mels
+    {
+        return Err(TrainError::Config(format!(
+            "imbalance.init_from {}: the pretrained network is a {:?} with hidden {}, layers {}, embedding {} \
+             and {} mel bands; this configuration has a {:?} with hidden {}, layers {}, embedding {} and {} mel bands",
+            run_dir.display(),
+            a.kind,
+            a.hidden,
+            a.layers,
+            a.embedding,
+            theirs.frontend.n_mels,
+            b.kind,
+            b.hidden,
+            b.layers,
+            b.embedding,
+            cfg.frontend.n_mels
+        )));
+    }
+    let ck = Checkpoints {
+        dir: Some(run_dir.join("checkpoint")),
+    };
+    let net = init_seeded(cfg.seed, || net_config(cfg).init(&Default::default()));
+    ck.load_module("best_net", net)
 }
 
 /// The epoch's shuffled order (derived from seed, stage and epoch only).
@@ -949,10 +1034,13 @@ struct ClassifierStage {
     freeze: bool,
     /// Weight the cross-entropy inversely to class frequency.
     weighted: bool,
+    /// Focal loss (alpha, gamma) instead of the cross-entropy.
+    focal: Option<(f32, f32)>,
 }
 
 struct Ctx<'a> {
     cfg: &'a TrainConfig,
+    base_dir: PathBuf,
     data: &'a PreparedData,
     ck: Checkpoints,
     history: Vec<EpochRecord>,
@@ -972,14 +1060,18 @@ impl Ctx<'_> {
         }
     }
 
-    fn new_net(&self) -> EmbeddingNet<A> {
-        seeded_init(self.cfg.seed, || {
+    /// A fresh embedding network, or the pretrained one of `imbalance.init_from`.
+    fn new_net(&self) -> Result<EmbeddingNet<A>, TrainError> {
+        if let Some(p) = &self.cfg.imbalance.init_from {
+            return load_pretrained_net(&self.base_dir.join(p), self.cfg);
+        }
+        Ok(init_seeded(self.cfg.seed, || {
             net_config(self.cfg).init(&Default::default())
-        })
+        }))
     }
 
     fn new_classifier(&self) -> Classifier<A> {
-        seeded_init(self.cfg.seed ^ 0xC1A5_5000, || {
+        init_seeded(self.cfg.seed ^ 0xC1A5_5000, || {
             classifier_config(self.cfg, self.data.classes.len()).init(&Default::default())
         })
     }
@@ -1189,7 +1281,7 @@ impl Ctx<'_> {
         let train = &self.data.train;
         let d = self.cfg.model.embedding;
         let mut loss = self.centroid_loss();
-        let mut net = self.new_net();
+        let mut net = self.new_net()?;
         let mut optim = self.adam().init::<A, EmbeddingNet<A>>();
         let mut best_net = net.clone();
         let (mut start_epoch, mut best, mut bad, mut clusters) = (0, None, 0, Vec::new());
@@ -1298,17 +1390,18 @@ impl Ctx<'_> {
             net_lr_scale,
             freeze,
             weighted,
+            focal,
         } = how;
         let train = &self.data.train;
         let counts = train.target_counts(self.cfg.examples.frame_targets.as_ref());
-        let weights = if weighted {
-            class_weights(&counts)
-        } else {
-            counts
-                .iter()
-                .map(|&c| if c > 0 { 1.0 } else { 0.0 })
-                .collect()
-        };
+        let weights = crate::imbalance::loss_weights(
+            &counts,
+            &self.data.classes,
+            weighted,
+            focal.map(|(alpha, _)| alpha),
+        );
+        let gamma = focal.map_or(0.0, |(_, g)| g);
+        let sigma = self.cfg.imbalance.smear_sigma_frames;
         let mut net = net;
         let mut clf = self.new_classifier();
         let mut optim_net = self.adam().init::<A, EmbeddingNet<A>>();
@@ -1339,13 +1432,17 @@ impl Ctx<'_> {
             let mut carry = None;
             for (b, idx) in batches.into_iter().enumerate() {
                 let (x, _) = self.train_batch(&idx, stage, epoch, b);
-                let rows = train.frame_targets(&idx, self.cfg.examples.frame_targets.as_ref());
-                let y: Vec<usize> = rows.iter().map(|&(_, l)| l).collect();
+                let (rows, q) = crate::imbalance::frame_soft_targets(
+                    train,
+                    &idx,
+                    self.cfg.examples.frame_targets.as_ref(),
+                    sigma,
+                );
                 let mut e = select_rows(self.forward_train(&net, x, &mut carry), &rows);
                 if freeze {
                     e = e.detach();
                 }
-                let l = weighted_cross_entropy(clf.forward(e), &y, &weights);
+                let l = crate::imbalance::soft_loss(clf.forward(e), &q, &weights, gamma);
                 sum += host(l.clone().inner())[0] as f64 * idx.len() as f64;
                 count += idx.len();
                 let mut grads = l.backward();
@@ -1427,6 +1524,7 @@ pub fn train_prepared(
         .map_err(plot_error)?;
     let mut ctx = Ctx {
         cfg,
+        base_dir: opts.base_dir.clone(),
         data,
         ck: Checkpoints { dir: ck_dir },
         history: Vec::new(),
@@ -1450,15 +1548,18 @@ pub fn train_prepared(
         None
     };
     let (net, clf) = match cfg.method {
-        Method::WeightedCe => {
-            let net = ctx.new_net();
+        Method::WeightedCe | Method::Ce | Method::Focal => {
+            let net = ctx.new_net()?;
             let how = ClassifierStage {
                 epochs: cfg.epochs,
                 net_lr_scale: 1.0,
                 freeze: false,
-                weighted: true,
+                weighted: cfg.method == Method::WeightedCe,
+                focal: (cfg.method == Method::Focal)
+                    .then_some((cfg.imbalance.focal.alpha, cfg.imbalance.focal.gamma)),
             };
-            ctx.classifier_stage("weighted_ce", net, how, resume)?
+            let stage = cfg.method.end_to_end_stage().expect("end to end");
+            ctx.classifier_stage(stage, net, how, resume)?
         }
         Method::Centroid => {
             let (emb_resume, clf_resume) = match resume {
@@ -1467,7 +1568,7 @@ pub fn train_prepared(
                 None => (None, None),
             };
             let net = if clf_resume.is_some() {
-                ctx.new_net() // replaced by the checkpoint's
+                ctx.new_net()? // replaced by the checkpoint's
             } else {
                 ctx.embedding_stage(emb_resume)?
             };
@@ -1482,6 +1583,7 @@ pub fn train_prepared(
                         net_lr_scale: cfg.finetune_lr_scale,
                         freeze: cfg.freeze_embedding,
                         weighted: cfg.classifier_weighted,
+                        focal: None,
                     },
                     clf_resume,
                 )?
@@ -1978,7 +2080,7 @@ mod tests {
         // The projection is a burn `Linear`, whose parameters burn draws lazily.
         let weights = move |seed: u64, reseed: bool| {
             let net: EmbeddingNet<A> =
-                seeded_init(seed, || net_config(&cfg).init(&Default::default()));
+                init_seeded(seed, || net_config(&cfg).init(&Default::default()));
             if reseed {
                 // Someone else seeds the generator before the weights are first used (as
                 // the classifier's initialisation does): they must not change.
@@ -2148,6 +2250,82 @@ mod tests {
         for (a, b) in got.iter().zip(&expect) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
+    }
+
+    /// `imbalance.init_from` starts from the given run's network (with 0 epochs the
+    /// outcome is that network), and a network of other sizes is refused with a clear error.
+    #[test]
+    fn transfer_starts_from_the_pretrained_weights() {
+        let mut cfg = short(Method::WeightedCe);
+        cfg.epochs = 1;
+        cfg.plots = false;
+        let dir = tempfile::tempdir().unwrap();
+        let pre = dir.path().join("pre");
+        let opts = RunOptions {
+            out_dir: Some(pre.clone()),
+            ..Default::default()
+        };
+        let trained = run(&cfg, &opts, &mut quiet()).unwrap();
+        let mut ft = cfg.clone();
+        ft.epochs = 0;
+        ft.seed = 99;
+        ft.imbalance.init_from = Some(PathBuf::from("pre"));
+        let data = prepared(&ft);
+        let o = RunOptions {
+            base_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let out = train_prepared(&ft, &data, &o, &mut quiet()).unwrap();
+        assert_eq!(out.net.lstm_weights(), trained.net.lstm_weights());
+        assert_eq!(
+            out.net.projection_weights(),
+            trained.net.projection_weights()
+        );
+        // Without init_from, seed 99 starts elsewhere.
+        ft.imbalance.init_from = None;
+        let fresh = train_prepared(&ft, &data, &o, &mut quiet()).unwrap();
+        assert_ne!(fresh.net.lstm_weights(), trained.net.lstm_weights());
+        // Other sizes: a configuration error naming them.
+        ft.imbalance.init_from = Some(PathBuf::from("pre"));
+        ft.model.hidden += 4;
+        let err = train_prepared(&ft, &data, &o, &mut quiet()).unwrap_err();
+        assert!(
+            err.to_string().contains("pretrained network has hidden"),
+            "{err}"
+        );
+    }
+
+    /// Every remedy trains to something that still recognises the synthetic classes.
+    #[test]
+    fn imbalance_remedies_train() {
+        use crate::imbalance::Resample;
+        let base = short(Method::Ce);
+        let mut smote = base.clone();
+        smote.imbalance.resample = Resample::Smote;
+        let data = prepared(&smote);
+        let c = data.train.class_counts();
+        assert!(c.iter().all(|&n| n == c[0]), "{c:?}");
+        let mut focal = base.clone();
+        focal.method = Method::Focal;
+        let mut smear = base.clone();
+        smear.method = Method::WeightedCe;
+        smear.examples.frame_targets = Some(crate::examples::FrameTargets {
+            stride: 4,
+            warmup: 4,
+            lead_frames: [2, 10],
+        });
+        smear.imbalance.smear_sigma_frames = 2.0;
+        for cfg in [smote, focal, smear] {
+            let data = prepared(&cfg);
+            let out = train_prepared(&cfg, &data, &RunOptions::default(), &mut quiet()).unwrap();
+            let l = losses(&out.history, cfg.method.end_to_end_stage().unwrap());
+            assert!(l.last().unwrap() < &l[0], "{:?}: {l:?}", cfg.method);
+        }
+        // Smearing without frame targets is refused.
+        let mut bad = short(Method::Ce);
+        bad.imbalance.smear_sigma_frames = 2.0;
+        bad.examples.frame_targets = None;
+        assert!(bad.validate().is_err());
     }
 
     #[test]
