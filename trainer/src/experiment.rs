@@ -48,10 +48,11 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{BACKGROUND, Clip, Role};
+use crate::ensemble::{EnsembleKind, train_ensemble};
 use crate::examples::{AugmentConfig, ExampleSet, Rng, SyntheticConfig, generate_cached};
 use crate::imbalance::{ImbalanceSection, Resample};
 use crate::train::{
-    Method, Progress, RunOptions, TrainConfig, TrainError, evaluate, finish_prepared,
+    Method, ModelKind, Progress, RunOptions, TrainConfig, TrainError, evaluate, finish_prepared,
     load_data_clips, train_prepared,
 };
 
@@ -109,6 +110,14 @@ pub enum Architecture {
 }
 
 impl Architecture {
+    /// The trainer's network kind.
+    pub fn kind(self) -> ModelKind {
+        match self {
+            Architecture::Lstm => ModelKind::Lstm,
+            Architecture::Cnn => ModelKind::Cnn,
+        }
+    }
+
     /// The name used in configurations, folders and tables.
     pub fn name(self) -> &'static str {
         match self {
@@ -142,6 +151,8 @@ pub struct ExperimentConfig {
     pub test_per_class: usize,
     /// σ of `label_smearing`, frames. Default 4.
     pub smear_sigma_frames: f32,
+    /// Members of `clustered_ensemble` and `easy_ensemble` (background groups). Default 4.
+    pub ensemble_members: usize,
     /// Seed of the pools and of the validation and test sets. Default 0.
     pub data_seed: u64,
     /// The synthetic set the `transfer` technique's network is pretrained on.
@@ -166,6 +177,7 @@ impl Default for ExperimentConfig {
             val_per_class: 24,
             test_per_class: 60,
             smear_sigma_frames: 4.0,
+            ensemble_members: 4,
             data_seed: 0,
             pretrain: SyntheticConfig::default(),
             pretrain_epochs: 6,
@@ -218,6 +230,15 @@ impl ExperimentConfig {
         if !self.techniques.contains(&Technique::WeightedCe) {
             return bad("techniques must include weighted_ce (the baseline)".into());
         }
+        let ensembles = self.techniques.contains(&Technique::ClusteredEnsemble)
+            || self.techniques.contains(&Technique::EasyEnsemble);
+        if ensembles && !(2..=crate::ensemble::MAX_MEMBERS).contains(&self.ensemble_members) {
+            return bad(format!(
+                "ensemble_members = {}: must be 2 to {}",
+                self.ensemble_members,
+                crate::ensemble::MAX_MEMBERS
+            ));
+        }
         if self.val_per_class == 0 || self.test_per_class == 0 {
             return bad("val_per_class and test_per_class must be positive".into());
         }
@@ -243,8 +264,15 @@ impl ExperimentConfig {
 
     /// The training configuration of a technique and seed (`pretrained`: the run folder of
     /// the pretrained network, for `transfer`).
-    pub fn run_config(&self, t: Technique, seed: u64, pretrained: Option<&Path>) -> TrainConfig {
+    pub fn run_config(
+        &self,
+        arch: Architecture,
+        t: Technique,
+        seed: u64,
+        pretrained: Option<&Path>,
+    ) -> TrainConfig {
         let mut cfg = self.train.clone();
+        cfg.model.kind = arch.kind();
         cfg.seed = seed;
         cfg.plots = false;
         let focal = cfg.imbalance.focal.clone();
@@ -286,6 +314,8 @@ impl ExperimentConfig {
                 cfg.epochs = cfg.epochs.saturating_sub(cfg.classifier_epochs).max(1);
                 Method::Centroid
             }
+            // The members are trained as the baseline is, each on its group of the
+            // background and every event window.
             Technique::ClusteredEnsemble | Technique::EasyEnsemble => Method::WeightedCe,
         };
         cfg
@@ -598,6 +628,7 @@ fn pretrain(
         return Ok(());
     }
     let mut tc = cfg.train.clone();
+    tc.model.kind = arch.kind();
     tc.method = Method::WeightedCe;
     tc.seed = seed;
     tc.plots = false;
@@ -620,22 +651,6 @@ fn pretrain(
     Ok(())
 }
 
-fn not_available(job: &Job, why: &str) -> RunResult {
-    RunResult {
-        architecture: job.arch.name().into(),
-        ratio: ExperimentConfig::ratio_name(&job.ratio),
-        technique: job.technique.name(),
-        seed: job.seed,
-        status: format!("not available in this build: {why}"),
-        class_error_rate: BTreeMap::new(),
-        error_rate: None,
-        balanced_accuracy: None,
-        train_windows: Vec::new(),
-        epochs: 0,
-        seconds: 0.0,
-    }
-}
-
 /// Trains and evaluates one run.
 fn run_one(
     cfg: &ExperimentConfig,
@@ -643,39 +658,31 @@ fn run_one(
     job: &Job,
     out: &Path,
 ) -> Result<RunResult, TrainError> {
-    // Slots filled by other branches: the ensembles (one model per group of the majority
-    // class, averaged, exported as one ONNX file) and the CNN embedding network.
-    match (job.arch, job.technique) {
-        (Architecture::Cnn, _) => {
-            return Ok(not_available(
-                job,
-                "the CNN embedding network ([model] kind = \"cnn\")",
-            ));
-        }
-        (_, Technique::ClusteredEnsemble) => {
-            return Ok(not_available(
-                job,
-                "clustered ensembles (ensemble::train_ensemble)",
-            ));
-        }
-        (_, Technique::EasyEnsemble) => {
-            return Ok(not_available(
-                job,
-                "EasyEnsemble (ensemble::train_ensemble)",
-            ));
-        }
-        _ => {}
-    }
     let t0 = Instant::now();
     let pre = pretrained_dir(out, job.arch, job.seed);
-    let tc = cfg.run_config(job.technique, job.seed, Some(&pre));
+    let tc = cfg.run_config(job.arch, job.technique, job.seed, Some(&pre));
     let train = training_set(cfg, sets, &job.ratio, job.seed);
     let data = finish_prepared(&tc, sets.classes.clone(), train, sets.val.clone());
     let mut test = sets.test.clone();
     test.normalize(&data.mean, &data.std);
     let opts = RunOptions::default();
-    let outcome = train_prepared(&tc, &data, &opts, &mut |_| {})?;
-    let m = evaluate(&outcome.net, &outcome.classifier, &test, tc.batch_size);
+    let ensemble = match job.technique {
+        Technique::ClusteredEnsemble => Some(EnsembleKind::Clustered),
+        Technique::EasyEnsemble => Some(EnsembleKind::Easy),
+        _ => None,
+    };
+    let (m, epochs) = match ensemble {
+        Some(kind) => {
+            let e = train_ensemble(&tc, &data, kind, cfg.ensemble_members, &opts, &mut |_| {})?;
+            let epochs = e.members.iter().map(|o| o.history.len()).sum();
+            (e.evaluate(&test), epochs)
+        }
+        None => {
+            let outcome = train_prepared(&tc, &data, &opts, &mut |_| {})?;
+            let m = evaluate(&outcome.net, &outcome.classifier, &test, tc.batch_size);
+            (m, outcome.history.len())
+        }
+    };
     let (per_class, overall) = error_rates(&m.confusion, 0);
     Ok(RunResult {
         architecture: job.arch.name().into(),
@@ -692,7 +699,7 @@ fn run_one(
         error_rate: Some(overall),
         balanced_accuracy: Some(m.balanced_accuracy),
         train_windows: data.train.class_counts(),
-        epochs: outcome.history.len(),
+        epochs,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
@@ -1033,7 +1040,7 @@ pub fn run_experiment(
         let pre: Vec<(Architecture, u64)> = {
             let mut v: Vec<(Architecture, u64)> = todo
                 .iter()
-                .filter(|j| j.technique == Technique::Transfer && j.arch == Architecture::Lstm)
+                .filter(|j| j.technique == Technique::Transfer)
                 .map(|j| (j.arch, j.seed))
                 .collect();
             v.sort();
@@ -1137,7 +1144,7 @@ mod tests {
     fn quick_configuration_parses_and_lists_every_technique() {
         let cfg = ExperimentConfig::from_toml(QUICK_CONFIG).unwrap();
         assert_eq!(cfg.techniques, ALL_TECHNIQUES.to_vec());
-        let t = cfg.run_config(Technique::Smote, 3, None);
+        let t = cfg.run_config(Architecture::Lstm, Technique::Smote, 3, None);
         assert_eq!(t.imbalance.resample, Resample::Smote);
         assert_eq!((t.method, t.seed), (Method::Ce, 3));
     }
