@@ -46,10 +46,21 @@ fn inputs(seed: u64, n_mels: usize) -> Vec<Vec<f32>> {
 }
 
 fn assert_parity(bytes: &[u8], name: &str, seed: u64) {
+    assert_parity_within(bytes, name, seed, TOL)
+}
+
+fn assert_parity_within(bytes: &[u8], name: &str, seed: u64, tol: f32) {
     let (native, tract) = both(bytes, name);
-    for x in inputs(seed, native.metadata().frontend.n_mels) {
+    for (kind, x) in ["log-mel-like", "uniform"]
+        .into_iter()
+        .zip(inputs(seed, native.metadata().frontend.n_mels))
+    {
         let d = stepwise_diff(&native, &tract, &x);
-        assert!(d < TOL, "{name}: native and tract differ by {d}");
+        eprintln!("{name}: {kind} frames: native and tract differ by {d:.2e}");
+        assert!(
+            d < tol,
+            "{name}: {kind} frames: native and tract differ by {d}"
+        );
     }
 }
 
@@ -84,8 +95,39 @@ fn native_matches_tract_on_exported_random_models() {
 #[test]
 fn native_matches_tract_on_the_tone_detector_and_the_default_model() {
     assert_parity(&hark_e2e::energy_detector_bytes(), "tone-detector", 11);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default.onnx");
-    assert_parity(&std::fs::read(&path).unwrap(), "default.onnx", 12);
+    // The trained model's cell state integrates over hundreds of hops, and the two engines'
+    // f32 sums (same terms, another order) drift apart by a few 1e-4 in the scores over
+    // 1500 hops (2.2e-4 measured; the 200-hop load probe stays within 1e-4). The same
+    // events come out of both (below).
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let bytes = std::fs::read(models.join("default.onnx")).unwrap();
+    assert_parity_within(&bytes, "default.onnx", 12, 1e-3);
+    let audio = hark::audio::read_file(models.join("demo.flac")).unwrap();
+    let (native, tract) = both(&bytes, "default.onnx");
+    let events = |model: &Model| {
+        let cfg = hark::postprocess::PostprocessConfig::default();
+        let mut det = hark::pipeline::Detector::new(model, &cfg).unwrap();
+        let mut found = Vec::new();
+        for chunk in audio.samples.chunks(1600) {
+            det.push(chunk, |e, c| {
+                found.push((c.to_string(), e.onset, e.offset, e.confidence))
+            })
+            .unwrap();
+        }
+        det.finish(|e, c| found.push((c.to_string(), e.onset, e.offset, e.confidence)));
+        found
+    };
+    let (a, b) = (events(&native), events(&tract));
+    assert!(!a.is_empty(), "no events in the demo");
+    assert_eq!(a.len(), b.len(), "native {a:?}, tract {b:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (&x.0, x.1, x.2),
+            (&y.0, y.1, y.2),
+            "native {a:?}, tract {b:?}"
+        );
+        assert!((x.3 - y.3).abs() < 1e-3, "native {a:?}, tract {b:?}");
+    }
 }
 
 #[test]
