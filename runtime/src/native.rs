@@ -586,8 +586,8 @@ pub mod kernels {
     pub fn tanh(x: f32) -> f32 {
         let x = x.clamp(-7.905_311, 7.905_311);
         let x2 = x * x;
-        let p = x2 * -2.760_768_5e-16 + 2.000_187_9e-13;
-        let p = p * x2 + -8.604_671_5e-11;
+        let p = x2 * -2.760_768_5e-16 + 2.000_188e-13;
+        let p = p * x2 + -8.604_672e-11;
         let p = p * x2 + 5.122_297e-8;
         let p = p * x2 + 1.485_722_4e-5;
         let p = p * x2 + 6.372_619_3e-4;
@@ -595,7 +595,7 @@ pub mod kernels {
         let p = p * x;
         let q = x2 * 1.198_258_4e-6 + 1.185_347_1e-4;
         let q = q * x2 + 2.268_434_6e-3;
-        let q = q * x2 + 4.893_525_2e-3;
+        let q = q * x2 + 4.893_525e-3;
         p / q
     }
 
@@ -889,13 +889,7 @@ impl Builder {
 
     /// Adds a step; when every input is constant it is computed now and its outputs are
     /// constants.
-    fn emit(
-        &mut self,
-        kind: Kind,
-        ins: Vec<Slot>,
-        out_shapes: Vec<Vec<usize>>,
-        _node: &str,
-    ) -> Vec<Val> {
+    fn emit(&mut self, kind: Kind, ins: Vec<Slot>, out_shapes: Vec<Vec<usize>>) -> Vec<Val> {
         assert!(out_shapes.len() <= MAX_OUTS);
         if ins.iter().all(|s| s.space == Space::Const) {
             let mut tmp: Vec<Vec<f32>> = out_shapes.iter().map(|s| vec![0.0; numel(s)]).collect();
@@ -1060,7 +1054,7 @@ impl Builder {
                     let st = strides(&shape);
                     let ps: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
                     let idx = index_map(&out, &ps);
-                    let v = self.emit(Kind::Gather { idx }, vec![slot], vec![out], &node.name);
+                    let v = self.emit(Kind::Gather { idx }, vec![slot], vec![out]);
                     self.set(node, 0, v.into_iter().next().expect("one output"));
                 }
             }
@@ -1081,7 +1075,7 @@ impl Builder {
                     a: bcast_of(&sa, &out),
                     b: bcast_of(&sb, &out),
                 };
-                let v = self.emit(kind, vec![a, b], vec![out], &node.name);
+                let v = self.emit(kind, vec![a, b], vec![out]);
                 self.set(node, 0, v.into_iter().next().expect("one output"));
             }
             "Sigmoid" | "Tanh" | "Relu" | "Exp" | "Log" | "Neg" | "Abs" | "Sqrt" => {
@@ -1096,7 +1090,7 @@ impl Builder {
                     "Abs" => UnOp::Abs,
                     _ => UnOp::Sqrt,
                 };
-                let v = self.emit(Kind::Unary(u), vec![x], vec![shape], &node.name);
+                let v = self.emit(Kind::Unary(u), vec![x], vec![shape]);
                 self.set(node, 0, v.into_iter().next().expect("one output"));
             }
             "Softmax" => {
@@ -1108,7 +1102,7 @@ impl Builder {
                     axis: shape[a],
                     inner: numel(&shape[a + 1..]),
                 };
-                let v = self.emit(kind, vec![x], vec![shape], &node.name);
+                let v = self.emit(kind, vec![x], vec![shape]);
                 self.set(node, 0, v.into_iter().next().expect("one output"));
             }
             "ReduceMean" | "ReduceSum" => {
@@ -1160,12 +1154,7 @@ impl Builder {
                         .map(|(_, &n)| n)
                         .collect()
                 };
-                let v = self.emit(
-                    Kind::Reduce { map, scale },
-                    vec![x],
-                    vec![out_shape],
-                    &node.name,
-                );
+                let v = self.emit(Kind::Reduce { map, scale }, vec![x], vec![out_shape]);
                 self.set(node, 0, v.into_iter().next().expect("one output"));
             }
             "MatMul" => self.matmul(node)?,
@@ -1204,7 +1193,7 @@ impl Builder {
                 }
                 if let Some(i) = infer {
                     let rest = numel(&out);
-                    if rest == 0 || numel(s) % rest != 0 {
+                    if rest == 0 || !numel(s).is_multiple_of(rest) {
                         return Err(format!("{}: cannot infer -1 in {spec:?} for {s:?}", here()));
                     }
                     out[i] = numel(s) / rest;
@@ -1348,7 +1337,7 @@ impl Builder {
             );
             self.set(node, 0, v);
         } else {
-            let v = self.emit(Kind::Gather { idx }, vec![slot], vec![out], &node.name);
+            let v = self.emit(Kind::Gather { idx }, vec![slot], vec![out]);
             self.set(node, 0, v.into_iter().next().expect("one output"));
         }
         Ok(())
@@ -1412,7 +1401,7 @@ impl Builder {
             outer: numel(&first[..a]),
             chunks,
         };
-        let v = self.emit(kind, slots, vec![out], &node.name);
+        let v = self.emit(kind, slots, vec![out]);
         self.set(node, 0, v.into_iter().next().expect("one output"));
         Ok(())
     }
@@ -1470,7 +1459,7 @@ impl Builder {
             };
             let rows = numel(&a2) / k;
             let kind = Kind::MatVec { rows, k, n };
-            let v = self.emit(kind, vec![a, w], vec![out], &node.name);
+            let v = self.emit(kind, vec![a, w], vec![out]);
             return Ok(v.into_iter().next().expect("one output"));
         }
         let ma = broadcast_map(batch_a, &batch);
@@ -1487,7 +1476,7 @@ impl Builder {
             alpha: 1.0,
             batches,
         });
-        let v = self.emit(kind, vec![a, b], vec![out], &node.name);
+        let v = self.emit(kind, vec![a, b], vec![out]);
         Ok(v.into_iter().next().expect("one output"))
     }
 
@@ -1548,7 +1537,7 @@ impl Builder {
                     };
                     ins.push(bs);
                 }
-                let v = self.emit(kind, ins, vec![vec![m, n]], &node.name);
+                let v = self.emit(kind, ins, vec![vec![m, n]]);
                 self.set(node, 0, v.into_iter().next().expect("one output"));
                 return Ok(());
             }
@@ -1564,7 +1553,7 @@ impl Builder {
                 batches: vec![(0, 0, 0)],
             });
         }
-        let prod = self.emit(kind, ins, vec![vec![m, n]], &node.name);
+        let prod = self.emit(kind, ins, vec![vec![m, n]]);
         let Some(Val::F { slot: p, .. }) = prod.into_iter().next() else {
             unreachable!()
         };
@@ -1581,7 +1570,7 @@ impl Builder {
                     a: Bcast::Same,
                     b: bcast_of(&shape, &[m, n]),
                 };
-                self.emit(kind, vec![p, slot], vec![vec![m, n]], &node.name)
+                self.emit(kind, vec![p, slot], vec![vec![m, n]])
                     .into_iter()
                     .next()
                     .expect("one output")
@@ -1715,7 +1704,6 @@ impl Builder {
                 state.to_vec(),
                 vec![cols + 4 * hidden],
             ],
-            &node.name,
         );
         for (i, v) in outs.into_iter().take(3).enumerate() {
             self.set(node, i, v);
@@ -1778,7 +1766,7 @@ impl NativePlan {
                     // The state outputs must not share a buffer with the state inputs (they are
                     // copied onto them after each hop): copy them out first if they would.
                     if slot.space == Space::Work && (slot.buf == h_in.buf || slot.buf == c_in.buf) {
-                        let v = b.emit(Kind::Copy, vec![slot], vec![shape.clone()], name);
+                        let v = b.emit(Kind::Copy, vec![slot], vec![shape.clone()]);
                         let Some(Val::F { slot, .. }) = v.into_iter().next() else {
                             unreachable!()
                         };
