@@ -480,21 +480,26 @@ pub mod kernels {
             let (w1, rest) = rest.split_at(cols);
             let (w2, w3) = rest.split_at(cols);
             let rows4 = [w0, w1, w2, w3];
-            let mut acc = [[0.0f32; L]; 4];
-            let chunks: [&[[f32; L]]; 4] = [
-                w0.as_chunks::<L>().0,
-                w1.as_chunks::<L>().0,
-                w2.as_chunks::<L>().0,
-                w3.as_chunks::<L>().0,
-            ];
-            for (c, xv) in xc.iter().enumerate() {
-                for i in 0..4 {
-                    let wv = &chunks[i][c];
-                    for j in 0..L {
-                        acc[i][j] = fmadd::<FMA>(wv[j], xv[j], acc[i][j]);
-                    }
+            // Four accumulator rows in locals (not an indexed array, which LLVM would keep
+            // on the stack), iterated by zip (no bounds checks): each `j` loop becomes
+            // vector fused multiply-adds.
+            let (mut a0, mut a1, mut a2, mut a3) =
+                ([0.0f32; L], [0.0f32; L], [0.0f32; L], [0.0f32; L]);
+            let chunks = xc
+                .iter()
+                .zip(w0.as_chunks::<L>().0)
+                .zip(w1.as_chunks::<L>().0)
+                .zip(w2.as_chunks::<L>().0)
+                .zip(w3.as_chunks::<L>().0);
+            for ((((xv, v0), v1), v2), v3) in chunks {
+                for j in 0..L {
+                    a0[j] = fmadd::<FMA>(v0[j], xv[j], a0[j]);
+                    a1[j] = fmadd::<FMA>(v1[j], xv[j], a1[j]);
+                    a2[j] = fmadd::<FMA>(v2[j], xv[j], a2[j]);
+                    a3[j] = fmadd::<FMA>(v3[j], xv[j], a3[j]);
                 }
             }
+            let acc = [a0, a1, a2, a3];
             for i in 0..4 {
                 let mut s = hsum(&acc[i]);
                 for (k, xv) in xt.iter().enumerate() {
