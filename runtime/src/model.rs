@@ -37,7 +37,7 @@
 //!   and, on a probe of [`PROBE_HOPS`] hops of pseudo-random frames from a zero state, gives
 //!   the scores and states tract gives within [`PROBE_TOLERANCE`] (absolute; relative for
 //!   values above 1 in magnitude, as the cell state can be).
-//! - **tract**: tract's `SimpleState`, about 37 allocations a hop.
+//! - **tract**: tract's `SimpleState`, 37 to 43 allocations a hop.
 //!
 //! [`EngineChoice::Auto`] (the default) takes the native engine when it built and agreed
 //! with tract, tract otherwise, and keeps the reason ([`Model::native_problem`]);
