@@ -4,7 +4,7 @@
 //! shows the check able to fail.
 
 use burn::prelude::*;
-use hark::model::Model;
+use hark::model::{EngineChoice, Model};
 use hark_e2e::{feature_sequence, max_diff, metadata, random_net};
 use hark_trainer::backend::{Cpu, CpuDevice};
 use hark_trainer::export::StreamingNet;
@@ -13,7 +13,11 @@ use hark_trainer::model::{ClassifierConfig, EmbeddingNetConfig};
 const TOL: f32 = 1e-4;
 const FRAMES: usize = 500;
 
+/// Steps `model` with tract (not the native engine, which `tests/native_engine.rs` holds to
+/// tract and to the reference).
 fn tract_stepwise(model: &Model, frames: &[f32], n_mels: usize) -> Vec<f32> {
+    let mut model = model.clone();
+    model.select(EngineChoice::Tract).unwrap();
     let mut stream = model.stream().unwrap();
     let mut out = Vec::new();
     for f in frames.chunks_exact(n_mels) {
@@ -37,6 +41,18 @@ fn tract_matches_the_reference_on_random_weights_and_inputs() {
         let x = feature_sequence(seed + 10, FRAMES, 64);
         let want = reference(&net, &x);
         let stepped = tract_stepwise(&model, &x, 64);
+        // And the native engine (the default where it can run the model) steps the same.
+        assert_eq!(model.engine(), hark::model::Engine::Native);
+        let mut s = model.stream().unwrap();
+        let native: Vec<f32> = x
+            .chunks_exact(64)
+            .flat_map(|f| s.step(f).unwrap().to_vec())
+            .collect();
+        let d = max_diff(&native, &want);
+        assert!(
+            d < TOL,
+            "{layers}x{hidden}: native, 500 steps differ by {d}"
+        );
         let d = max_diff(&stepped, &want);
         assert!(d < TOL, "{layers}x{hidden}: 500 steps differ by {d}");
         let whole = model.run_sequence(&x).unwrap();

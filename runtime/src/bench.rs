@@ -22,6 +22,10 @@ pub struct BenchArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Engine that steps the model: auto (native if it can run the model, else tract),
+    /// native, tract.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub engine: hark::model::EngineChoice,
 }
 
 /// Deterministic test audio at 16 kHz: noise with tones and bursts coming and going.
@@ -62,7 +66,7 @@ fn peak_rss() -> Option<u64> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<bool> {
-    let model = crate::detect::load_model(args.model.as_deref())?;
+    let model = crate::detect::load_model(args.model.as_deref(), args.engine)?;
     let mut detector =
         Detector::new(&model, &PostprocessConfig::default()).context("configuring the detector")?;
     let hop = model.metadata().frontend.hop_length;
@@ -91,6 +95,8 @@ pub fn run(args: &BenchArgs) -> Result<bool> {
     let report = serde_json::json!({
         "model": model.name(),
         "lstm": {"layers": layers, "hidden": hidden},
+        "engine": model.engine(),
+        "native_problem": model.native_problem(),
         "hops": n_hops,
         "audio_seconds": audio_s,
         "hop_us": {
@@ -112,6 +118,13 @@ pub fn run(args: &BenchArgs) -> Result<bool> {
     } else {
         let h = &report["hop_us"];
         println!("model          {} (LSTM {layers} x {hidden})", model.name());
+        match model.native_problem() {
+            Some(why) => println!(
+                "engine         {} (native unavailable: {why})",
+                model.engine()
+            ),
+            None => println!("engine         {}", model.engine()),
+        }
         println!("audio          {audio_s:.1} s, {n_hops} hops of {hop} samples");
         println!(
             "per hop        p50 {:.1} us   p90 {:.1} us   p99 {:.1} us   max {:.1} us   mean {:.1} us",

@@ -38,6 +38,8 @@ pub mod defaults {
     pub const MODEL: &str = "";
     /// Verbose logging.
     pub const VERBOSE: bool = false;
+    /// Model step engine.
+    pub const ENGINE: crate::model::EngineChoice = crate::model::EngineChoice::Auto;
     /// JSON lines on standard output.
     pub const STDOUT: bool = true;
     /// MQTT broker host.
@@ -191,6 +193,11 @@ pub struct RuntimeConfig {
     pub model: PathBuf,
     /// Log every hop's timing and every dropped candidate to standard error. Default false.
     pub verbose: bool,
+    /// Engine that steps the model, hop by hop: `"native"` (hark's own, no allocation per
+    /// hop), `"tract"`, or `"auto"`: native when it can run the model and agrees with tract
+    /// on a probe at load, tract otherwise. `"native"` on a model it cannot run is an error
+    /// naming the reason. Default `"auto"`.
+    pub engine: crate::model::EngineChoice,
 }
 
 impl Default for RuntimeConfig {
@@ -199,6 +206,7 @@ impl Default for RuntimeConfig {
             threads: defaults::THREADS,
             model: PathBuf::from(defaults::MODEL),
             verbose: defaults::VERBOSE,
+            engine: defaults::ENGINE,
         }
     }
 }

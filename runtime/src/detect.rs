@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use hark::audio::{AudioReader, ChunkSource, PcmFormat, PcmReader};
 use hark::config::Config;
-use hark::model::Model;
+use hark::model::{EngineChoice, Model};
 use hark::pipeline::{Detector, EventRecord};
 use hark::postprocess::{Event, PostprocessConfig};
 use hark::sinks::Sinks;
@@ -30,6 +30,10 @@ pub struct DetectArgs {
     /// Model file (ONNX). Default: the shipped model (see `hark info`).
     #[arg(long, short)]
     pub model: Option<PathBuf>,
+    /// Engine that steps the model: auto (native if it can run the model, else tract),
+    /// native, tract. Default: the configuration's runtime.engine, else auto.
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineChoice>,
     /// Configuration file (TOML): its [postprocess] section sets thresholds, smoothing,
     /// lengths and cooldowns; its [sinks] section sends the events to MQTT, a webhook or a
     /// command as well (with [reconnect]'s back-off); see firmware-config/.
@@ -75,14 +79,14 @@ pub fn default_model_candidates() -> Vec<PathBuf> {
     v
 }
 
-/// Loads `--model` or the default model.
-pub fn load_model(path: Option<&Path>) -> Result<Model> {
+/// Loads `--model` or the default model, to be stepped by the engine `engine` asks for.
+pub fn load_model(path: Option<&Path>, engine: EngineChoice) -> Result<Model> {
     if let Some(p) = path {
-        return Ok(Model::load(p)?);
+        return Ok(Model::load_with(p, engine)?);
     }
     let candidates = default_model_candidates();
     match candidates.iter().find(|p| p.is_file()) {
-        Some(p) => Ok(Model::load(p)?),
+        Some(p) => Ok(Model::load_with(p, engine)?),
         None => bail!(
             "no model given and no default model found (looked in: {}); pass --model FILE",
             candidates
@@ -174,8 +178,11 @@ impl Printer {
 }
 
 pub fn run(args: &DetectArgs) -> Result<bool> {
-    let model = load_model(args.model.as_deref())?;
     let cfg = load_config(args.config.as_deref(), &args.thresholds)?;
+    let model = load_model(
+        args.model.as_deref(),
+        args.engine.unwrap_or(cfg.runtime.engine),
+    )?;
     let mut detector =
         Detector::new(&model, &cfg.postprocess).context("configuring the detector")?;
     let mut printer = Printer {

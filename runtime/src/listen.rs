@@ -29,6 +29,10 @@ pub struct ListenArgs {
     /// Model file (ONNX); overrides the profile's. Default: the shipped model.
     #[arg(long, short)]
     pub model: Option<PathBuf>,
+    /// Engine that steps the model: auto, native, tract; overrides the profile's
+    /// runtime.engine (default auto).
+    #[arg(long, value_enum)]
+    pub engine: Option<hark::model::EngineChoice>,
     /// Input device (name, part of a name, or id); overrides the profile's.
     #[arg(long, short)]
     pub device: Option<String>,
@@ -82,7 +86,10 @@ pub fn run(args: &ListenArgs) -> Result<bool> {
         .model
         .clone()
         .or_else(|| cfg.runtime.model_path().map(PathBuf::from));
-    let model = crate::detect::load_model(model_path.as_deref())?;
+    let model = crate::detect::load_model(
+        model_path.as_deref(),
+        args.engine.unwrap_or(cfg.runtime.engine),
+    )?;
     let mut detector =
         Detector::new(&model, &cfg.postprocess).context("configuring the detector")?;
     let capture_cfg = CaptureConfig {
@@ -124,9 +131,10 @@ pub fn run(args: &ListenArgs) -> Result<bool> {
         backoff = cfg.reconnect.initial_backoff;
         let (rate, channels) = capture.format();
         eprintln!(
-            "hark: listening on {:?} ({rate} Hz, {channels} channel(s)) with {}",
+            "hark: listening on {:?} ({rate} Hz, {channels} channel(s)) with {} ({} engine)",
             capture.device(),
-            model.name()
+            model.name(),
+            model.engine()
         );
         // The stream's time origin: onsets count from here.
         let origin = SystemTime::now();

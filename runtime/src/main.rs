@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hark::audio::AudioReader;
 use hark::frontend::{Frontend, FrontendConfig};
-use hark::model::Model;
+use hark::model::{EngineChoice, Model};
 
 mod alloc_count;
 mod bench;
@@ -57,6 +57,9 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Engine to step the model with (shown as the one in use): auto, native, tract.
+        #[arg(long, value_enum, default_value = "auto")]
+        engine: EngineChoice,
     },
 }
 
@@ -81,7 +84,11 @@ fn run(cli: Cli) -> Result<bool> {
         Command::Listen(args) => listen::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Features { files, out_dir } => features(&files, out_dir.as_deref()),
-        Command::Info { model, json } => info(&model, json),
+        Command::Info {
+            model,
+            json,
+            engine,
+        } => info(&model, json, engine),
     }
 }
 
@@ -159,8 +166,8 @@ fn dbfs(amplitude: f64) -> f64 {
     (20.0 * amplitude.max(1e-6).log10() * 10.0).round() / 10.0
 }
 
-fn info(path: &std::path::Path, json: bool) -> Result<bool> {
-    let model = Model::load(path)?;
+fn info(path: &std::path::Path, json: bool, engine: EngineChoice) -> Result<bool> {
+    let model = Model::load_with(path, engine)?;
     let meta = model.metadata();
     let (layers, hidden) = model.state_shape();
     if json {
@@ -172,6 +179,9 @@ fn info(path: &std::path::Path, json: bool) -> Result<bool> {
             "thresholds": meta.thresholds,
             "frontend": meta.frontend,
             "lstm": {"layers": layers, "hidden": hidden},
+            "engine": model.engine(),
+            "native_plan": model.native_summary(),
+            "native_problem": model.native_problem(),
             "training": meta.training,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -181,6 +191,12 @@ fn info(path: &std::path::Path, json: bool) -> Result<bool> {
     println!("format:     hark model v{}", meta.format_version);
     println!("features:   {}", meta.frontend);
     println!("LSTM state: {layers} layer(s) x {hidden} units");
+    println!("engine:     {}", model.engine());
+    match (model.native_summary(), model.native_problem()) {
+        (Some(plan), _) => println!("native:     {plan}; matches tract on the load probe"),
+        (None, Some(why)) => println!("native:     unavailable: {why}"),
+        (None, None) => {}
+    }
     println!("classes:");
     for (i, c) in meta.classes.iter().enumerate() {
         match meta.thresholds.get(c) {

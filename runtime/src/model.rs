@@ -1,4 +1,5 @@
-//! The model file and its runtime: metadata, loading with tract, one step per hop.
+//! The model file and its runtime: metadata, loading with tract, one step per hop with the
+//! native engine or tract.
 //!
 //! # The model file (format version 1)
 //!
@@ -25,6 +26,22 @@
 //! The runtime configures its frontend from `hark.frontend` and refuses a model whose
 //! features it cannot compute, whose metadata is missing or inconsistent, or whose graph does
 //! not have the inputs and outputs above, with an error that says which.
+//!
+//! # Engines
+//!
+//! tract always loads the model: it checks the graph, it is the reference, and it runs
+//! [`Model::run_sequence`]. The hop-by-hop step has two engines ([`Engine`]):
+//!
+//! - **native** ([`crate::native`]): the graph translated at load into a static plan over
+//!   preallocated buffers; a step allocates nothing. It is served only when it translates
+//!   and, on a probe of [`PROBE_HOPS`] hops of pseudo-random frames from a zero state, gives
+//!   the scores and states tract gives within [`PROBE_TOLERANCE`] (absolute; relative for
+//!   values above 1 in magnitude, as the cell state can be).
+//! - **tract**: tract's `SimpleState`, 37 to 43 allocations a hop.
+//!
+//! [`EngineChoice::Auto`] (the default) takes the native engine when it built and agreed
+//! with tract, tract otherwise, and keeps the reason ([`Model::native_problem`]);
+//! [`EngineChoice::Native`] makes that reason an error.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,6 +52,7 @@ use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
 use crate::frontend::FrontendConfig;
+use crate::native::{NativePlan, NativeState};
 
 /// The model-file format this runtime reads and the trainer writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -42,6 +60,44 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MIN_OPSET: i64 = 14;
 /// Highest default-domain opset accepted.
 pub const MAX_OPSET: i64 = 21;
+
+/// Hops of the probe run through both engines at load.
+pub const PROBE_HOPS: usize = 200;
+/// Largest difference allowed between the engines on the probe (scores and states), absolute
+/// for values of magnitude up to 1, relative above (the LSTM cell state can grow large).
+pub const PROBE_TOLERANCE: f32 = 1e-4;
+
+/// Which engine steps the model, as asked for (`runtime.engine`, `--engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// The native engine if it translated the graph and agreed with tract, tract otherwise.
+    #[default]
+    Auto,
+    /// The native engine, or an error saying why it cannot serve the model.
+    Native,
+    /// tract.
+    Tract,
+}
+
+/// The engine a model steps with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// [`crate::native`]: no allocation per hop.
+    Native,
+    /// tract's `SimpleState`.
+    Tract,
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Native => "native",
+            Engine::Tract => "tract",
+        })
+    }
+}
 
 /// Metadata keys.
 pub mod keys {
@@ -131,6 +187,15 @@ pub enum ModelError {
         name: String,
         /// tract's message, with its causes.
         detail: String,
+    },
+    /// `--engine native` (or `runtime.engine = "native"`) on a model the native engine
+    /// cannot serve.
+    #[error("{name}: the native engine cannot run this model: {reason} (use engine auto or tract)")]
+    Engine {
+        /// The model's name.
+        name: String,
+        /// Why (an unsupported op, a mismatch with tract on the probe).
+        reason: String,
     },
     /// Running a step failed.
     #[error("model step failed: {0}")]
@@ -295,6 +360,11 @@ pub struct Model {
     n_classes: usize,
     inference: Arc<InferenceModel>,
     step_plan: Arc<TypedRunnableModel>,
+    /// The native plan, when it translated and agreed with tract.
+    native: Option<Arc<NativePlan>>,
+    /// Why there is no native plan.
+    native_problem: Option<String>,
+    engine: Engine,
 }
 
 fn graph_err(name: &str) -> impl Fn(TractError) -> ModelError + '_ {
@@ -322,19 +392,33 @@ fn dims_of(v: &tract_onnx::pb::ValueInfoProto) -> Option<Vec<Option<i64>>> {
 }
 
 impl Model {
-    /// Loads a model file.
+    /// Loads a model file, with the default engine choice (auto).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ModelError> {
+        Self::load_with(path, EngineChoice::Auto)
+    }
+
+    /// Loads a model file to be stepped by the engine `choice` asks for.
+    pub fn load_with(path: impl AsRef<Path>, choice: EngineChoice) -> Result<Self, ModelError> {
         let path = path.as_ref();
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
             name: name.clone(),
             source,
         })?;
-        Self::from_bytes(&bytes, &name)
+        Self::from_bytes_with(&bytes, &name, choice)
     }
 
-    /// Loads a model from its bytes; `name` is used in messages.
+    /// Loads a model from its bytes; `name` is used in messages. Engine choice auto.
     pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self, ModelError> {
+        Self::from_bytes_with(bytes, name, EngineChoice::Auto)
+    }
+
+    /// Loads a model from its bytes, to be stepped by the engine `choice` asks for.
+    pub fn from_bytes_with(
+        bytes: &[u8],
+        name: &str,
+        choice: EngineChoice,
+    ) -> Result<Self, ModelError> {
         let not_onnx = |detail: String| ModelError::NotOnnx {
             name: name.to_string(),
             detail,
@@ -441,7 +525,7 @@ impl Model {
                 ),
             });
         }
-        Ok(Self {
+        let mut model = Self {
             name: name.to_string(),
             meta,
             layers,
@@ -449,7 +533,111 @@ impl Model {
             n_classes,
             inference,
             step_plan,
-        })
+            native: None,
+            native_problem: None,
+            engine: Engine::Tract,
+        };
+        match NativePlan::build(graph, model.meta.frontend.n_mels, layers, hidden)
+            .and_then(|plan| model.probe(&plan).map(|()| plan))
+        {
+            Ok(plan) => model.native = Some(Arc::new(plan)),
+            Err(reason) => model.native_problem = Some(reason),
+        }
+        model.select(choice)?;
+        Ok(model)
+    }
+
+    /// Steps with the engine `choice` asks for from now on (streams made before keep theirs).
+    pub fn select(&mut self, choice: EngineChoice) -> Result<(), ModelError> {
+        self.engine = match (choice, &self.native) {
+            (EngineChoice::Tract, _) | (EngineChoice::Auto, None) => Engine::Tract,
+            (EngineChoice::Auto | EngineChoice::Native, Some(_)) => Engine::Native,
+            (EngineChoice::Native, None) => {
+                return Err(ModelError::Engine {
+                    name: self.name.clone(),
+                    reason: self.native_problem.clone().unwrap_or_default(),
+                });
+            }
+        };
+        Ok(())
+    }
+
+    /// Runs [`PROBE_HOPS`] hops of pseudo-random frames through tract and `plan` from a zero
+    /// state; `Err` says where they first differ by more than [`PROBE_TOLERANCE`].
+    fn probe(&self, plan: &NativePlan) -> Result<(), String> {
+        let n_mels = self.meta.frontend.n_mels;
+        let mut tract = self
+            .tract_stream()
+            .map_err(|e| format!("probe: tract: {e}"))?;
+        let mut native = plan.state();
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut frame = vec![0.0f32; n_mels];
+        for v in frame.iter_mut() {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *v = ((rng >> 40) as f32 / (1u64 << 24) as f32) * 12.0 - 9.0;
+        }
+        for hop in 0..PROBE_HOPS {
+            // Log-mel-like frames: a random walk in about [-14, 8] with a jump now and then.
+            for v in frame.iter_mut() {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                *v = if hop % 50 == 25 {
+                    u * 20.0 - 3.0
+                } else {
+                    *v * 0.9 + u * 3.0
+                }
+                .clamp(-14.0, 8.0);
+            }
+            let want = tract
+                .step(&frame)
+                .map_err(|e| format!("probe: tract: {e}"))?
+                .to_vec();
+            plan.step(&mut native, &frame);
+            let (h, c) = tract
+                .state_values()
+                .map_err(|e| format!("probe: tract: {e}"))?;
+            let (nh, nc) = plan.state_values(&native);
+            for (what, a, b) in [
+                ("scores", &want[..], plan.scores(&native)),
+                ("h_out", &h[..], nh),
+                ("c_out", &c[..], nc),
+            ] {
+                if a.len() != b.len() {
+                    return Err(format!(
+                        "probe: {what} has {} values natively, {} with tract",
+                        b.len(),
+                        a.len()
+                    ));
+                }
+                // Absolute below magnitude 1 (scores, h), relative above: the cell state
+                // integrates over hops (forget gate near 1) and grows, and with it the f32
+                // rounding by which two correct implementations differ.
+                let mut worst = (0.0f32, 0.0f32);
+                for (x, y) in a.iter().zip(b) {
+                    let d = if x.is_nan() && y.is_nan() {
+                        0.0
+                    } else if x.is_nan() || y.is_nan() {
+                        f32::INFINITY
+                    } else {
+                        (x - y).abs() / x.abs().max(1.0)
+                    };
+                    if d > worst.0 {
+                        worst = (d, *x);
+                    }
+                }
+                if worst.0 > PROBE_TOLERANCE {
+                    return Err(format!(
+                        "probe: {what} differs from tract's by {:.2e} (relative to max(1, |{:.3}|)) at hop {hop} (tolerance {PROBE_TOLERANCE:.0e})",
+                        worst.0, worst.1
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn plan(
@@ -488,13 +676,40 @@ impl Model {
         self.n_classes
     }
 
-    /// A new stream with the state zeroed.
+    /// The engine new streams step with.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Why the native engine cannot serve this model (`None` when it can).
+    pub fn native_problem(&self) -> Option<&str> {
+        self.native_problem.as_deref()
+    }
+
+    /// One line about the native plan (`None` when there is none).
+    pub fn native_summary(&self) -> Option<&str> {
+        self.native.as_deref().map(NativePlan::summary)
+    }
+
+    /// A new stream with the state zeroed, stepped by [`Model::engine`].
     pub fn stream(&self) -> Result<ModelStream, ModelError> {
+        let n_mels = self.meta.frontend.n_mels;
+        let inner = match (&self.native, self.engine) {
+            (Some(plan), Engine::Native) => Inner::Native {
+                state: plan.state(),
+                plan: plan.clone(),
+            },
+            _ => Inner::Tract(Box::new(self.tract_stream()?)),
+        };
+        Ok(ModelStream { inner, n_mels })
+    }
+
+    fn tract_stream(&self) -> Result<TractStream, ModelError> {
         let run = |e: TractError| ModelError::Run(format!("{e:#}"));
         let state = self.step_plan.spawn().map_err(run)?;
         let zeros = || Tensor::zero::<f32>(&[self.layers, 1, self.hidden]).map_err(run);
         let n_mels = self.meta.frontend.n_mels;
-        Ok(ModelStream {
+        Ok(TractStream {
             state,
             x: Arc::new(Tensor::zero::<f32>(&[1, 1, n_mels]).map_err(run)?),
             h: Some(zeros()?.into_tvalue()),
@@ -530,14 +745,72 @@ impl Model {
     }
 }
 
-/// One stream's state: the LSTM's h and c carried from hop to hop, and tract's own state.
+/// One stream: the LSTM's h and c carried from hop to hop, in the engine of its model.
+pub struct ModelStream {
+    inner: Inner,
+    n_mels: usize,
+}
+
+enum Inner {
+    Native {
+        plan: Arc<NativePlan>,
+        state: NativeState,
+    },
+    Tract(Box<TractStream>),
+}
+
+impl std::fmt::Debug for ModelStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelStream")
+            .field("engine", &self.engine())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelStream {
+    /// Feeds one frame of features; returns the class scores for it. With the native
+    /// engine this allocates nothing.
+    pub fn step(&mut self, frame: &[f32]) -> Result<&[f32], ModelError> {
+        if frame.len() != self.n_mels {
+            return Err(ModelError::Input {
+                expected: self.n_mels,
+                got: frame.len(),
+            });
+        }
+        match &mut self.inner {
+            Inner::Native { plan, state } => {
+                plan.step(state, frame);
+                Ok(plan.scores(state))
+            }
+            Inner::Tract(t) => t.step(frame),
+        }
+    }
+
+    /// Zeroes the LSTM state (a new, unrelated stream begins).
+    pub fn reset(&mut self) {
+        match &mut self.inner {
+            Inner::Native { plan, state } => plan.reset(state),
+            Inner::Tract(t) => t.reset(),
+        }
+    }
+
+    /// The engine of this stream.
+    pub fn engine(&self) -> Engine {
+        match self.inner {
+            Inner::Native { .. } => Engine::Native,
+            Inner::Tract(_) => Engine::Tract,
+        }
+    }
+}
+
+/// One tract stream: tract's own state and the LSTM's h and c.
 ///
 /// A step hands tract the same input tensor every hop (its `Arc` is shared with tract for
 /// the run and written in place between runs) and passes the `h_out`/`c_out` values of one
 /// hop straight back as the next hop's `h_in`/`c_in`, so the stream itself allocates
 /// nothing per hop. tract does: every node of the plan returns freshly allocated output
 /// tensors (see `runtime/tests/model_alloc.rs` for the count and the reasons).
-pub struct ModelStream {
+struct TractStream {
     state: TypedSimpleState,
     /// The `features` input, `[1, 1, n_mels]`, reused.
     x: Arc<Tensor>,
@@ -550,23 +823,24 @@ pub struct ModelStream {
     scores: Vec<f32>,
 }
 
-impl std::fmt::Debug for ModelStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModelStream")
-            .field("scores", &self.scores)
-            .finish_non_exhaustive()
+impl TractStream {
+    /// The state carried to the next hop, `(h, c)` (copies; for the probe).
+    fn state_values(&self) -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+        let run = |e: TractError| ModelError::Run(format!("{e:#}"));
+        let read = |v: &Option<TValue>| -> Result<Vec<f32>, ModelError> {
+            let v = v
+                .as_ref()
+                .ok_or_else(|| ModelError::Run("no state after a failed step".into()))?;
+            v.try_as_plain_ram()
+                .and_then(|r| r.as_slice::<f32>().map(<[f32]>::to_vec))
+                .map_err(run)
+        };
+        Ok((read(&self.h)?, read(&self.c)?))
     }
-}
 
-impl ModelStream {
-    /// Feeds one frame of features; returns the class scores for it.
-    pub fn step(&mut self, frame: &[f32]) -> Result<&[f32], ModelError> {
-        if frame.len() != self.n_mels {
-            return Err(ModelError::Input {
-                expected: self.n_mels,
-                got: frame.len(),
-            });
-        }
+    /// Feeds one frame of features (`n_mels` values, checked by the caller); returns the
+    /// class scores for it.
+    fn step(&mut self, frame: &[f32]) -> Result<&[f32], ModelError> {
         let run = |e: TractError| ModelError::Run(format!("{e:#}"));
         // tract released its references at the end of the last run: the tensor is ours to
         // write. (Should anything still hold it, a new one is made rather than failing.)
@@ -610,7 +884,7 @@ impl ModelStream {
 
     /// Zeroes the LSTM state (a new, unrelated stream begins); the next step allocates the
     /// zero state.
-    pub fn reset(&mut self) {
+    fn reset(&mut self) {
         self.h = None;
         self.c = None;
     }

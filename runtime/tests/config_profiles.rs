@@ -174,3 +174,27 @@ fn load_names_the_file_and_resolves_the_model_path() {
     );
     assert_eq!(Config::default().runtime.model_path(), None);
 }
+
+#[test]
+fn runtime_engine_is_auto_by_default_and_names_a_bad_value() {
+    use hark::model::EngineChoice;
+    let ok = |t: &str| {
+        Config::parse(t, Path::new("p.toml"))
+            .unwrap()
+            .runtime
+            .engine
+    };
+    assert_eq!(ok(""), EngineChoice::Auto);
+    assert_eq!(ok("[runtime]\nengine = \"native\"\n"), EngineChoice::Native);
+    assert_eq!(ok("[runtime]\nengine = \"tract\"\n"), EngineChoice::Tract);
+    let e = parse("[runtime]\nengine = \"onnx\"\n");
+    assert_eq!(e.field(), Some("runtime.engine"), "{e}");
+    for p in [
+        "desktop.toml",
+        "raspberry-pi-4.toml",
+        "raspberry-pi-zero-2w.toml",
+    ] {
+        let cfg = Config::load(profiles_dir().join(p)).unwrap();
+        assert_eq!(cfg.runtime.engine, EngineChoice::Auto, "{p}");
+    }
+}

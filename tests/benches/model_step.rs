@@ -1,17 +1,18 @@
-//! One model step (one hop) of the default model size through tract, with the LSTM state
-//! carried: 1 LSTM layer of 64, a 32-dimensional embedding, 5 classes.
+//! One model step (one hop) of the default model size with each engine (native, tract), the
+//! LSTM state carried: 1 LSTM layer of 64, a 32-dimensional embedding, 5 classes; and the
+//! shipped default model with each engine.
 //!
 //! `cargo bench -p hark-e2e --bench model_step`
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hark::model::Model;
+use hark::model::{EngineChoice, Model};
 use hark_e2e::{feature_sequence, metadata};
 use hark_trainer::export::{Activation, Dense, OutputActivation, StreamingNet};
 use hark_trainer::model::LinearWeights;
 
-fn default_size_model() -> (Model, usize) {
+fn default_size_model() -> (Vec<u8>, usize) {
     let base = hark_e2e::random_net(1, 64, 1, 64, 5);
     let lin = |d_in: usize, d_out: usize| LinearWeights {
         d_in,
@@ -39,25 +40,37 @@ fn default_size_model() -> (Model, usize) {
         output: OutputActivation::Softmax,
     };
     let macs = net.multiply_adds_per_hop();
-    (
-        Model::from_bytes(&net.to_onnx(&metadata(5, 64)).unwrap(), "bench").unwrap(),
-        macs,
-    )
+    (net.to_onnx(&metadata(5, 64)).unwrap(), macs)
 }
 
 fn step(c: &mut Criterion) {
-    let (model, macs) = default_size_model();
+    let (bytes, macs) = default_size_model();
     eprintln!("default-size model: {macs} multiply-adds per hop");
+    let shipped = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default.onnx"),
+    )
+    .unwrap();
     let x = feature_sequence(3, 1000, 64);
-    let mut stream = model.stream().unwrap();
-    let mut i = 0;
-    c.bench_function("model_step_lstm64_emb32_5classes", |b| {
-        b.iter(|| {
-            let f = &x[(i % 1000) * 64..(i % 1000 + 1) * 64];
-            i += 1;
-            black_box(stream.step(black_box(f)).unwrap()[0])
-        })
-    });
+    for (what, bytes) in [
+        ("lstm64_emb32_5classes", &bytes),
+        ("default_onnx", &shipped),
+    ] {
+        for (engine, choice) in [
+            ("native", EngineChoice::Native),
+            ("tract", EngineChoice::Tract),
+        ] {
+            let model = Model::from_bytes_with(bytes, what, choice).unwrap();
+            let mut stream = model.stream().unwrap();
+            let mut i = 0;
+            c.bench_function(&format!("model_step_{what}_{engine}"), |b| {
+                b.iter(|| {
+                    let f = &x[(i % 1000) * 64..(i % 1000 + 1) * 64];
+                    i += 1;
+                    black_box(stream.step(black_box(f)).unwrap()[0])
+                })
+            });
+        }
+    }
 }
 
 criterion_group!(benches, step);
