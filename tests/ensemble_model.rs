@@ -72,8 +72,9 @@ fn a_trained_ensemble_exports_to_one_model_that_hark_detect_runs() {
         .fold(0.0f32, f32::max);
     assert!(diff < 1e-4, "{diff}");
 
+    // The native engine serves the merged graph (`--engine native` is an error otherwise).
     let info = Command::new(hark_binary())
-        .arg("info")
+        .args(["info", "--engine", "native"])
         .arg(&model_path)
         .output()
         .unwrap();
@@ -136,6 +137,17 @@ fn a_trained_cnn_model_runs_in_hark_detect() {
     let model = Model::load(&model_path).unwrap();
     // Past frames of the three layers: 64 bands x 2, 16 channels x 4, 16 channels x 8.
     assert_eq!(model.state_shape(), (1, 64 * 2 + 16 * 4 + 16 * 8));
+    // The native engine serves the CNN's step graph too.
+    let info = Command::new(hark_binary())
+        .args(["info", "--engine", "native"])
+        .arg(&model_path)
+        .output()
+        .unwrap();
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
 
     let clips = synthetic_clips(&cfg.data.synthetic.clone().unwrap(), 777);
     let tone = clips.iter().find(|c| c.class == "tone").unwrap();
