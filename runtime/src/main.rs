@@ -190,7 +190,7 @@ fn info(path: &std::path::Path, json: bool, engine: EngineChoice) -> Result<bool
     println!("model:      {}", model.name());
     println!("format:     hark model v{}", meta.format_version);
     println!("features:   {}", meta.frontend);
-    println!("LSTM state: {layers} layer(s) x {hidden} units");
+    println!("state:      [{layers}, 1, {hidden}] (h_in/c_in, carried from hop to hop)");
     println!("engine:     {}", model.engine());
     match (model.native_summary(), model.native_problem()) {
         (Some(plan), _) => println!("native:     {plan}; matches tract on the load probe"),
