@@ -105,7 +105,24 @@ fn native_matches_tract_on_the_tone_detector_and_the_default_model() {
     let audio = hark::audio::read_file(models.join("demo.flac")).unwrap();
     let (native, tract) = both(&bytes, "default.onnx");
     let events = |model: &Model| {
-        let cfg = hark::postprocess::PostprocessConfig::default();
+        // Thresholds of 0.5, far below the shipped ones, so that there are events (true and
+        // false) to compare, whatever the shipped model finds at its own thresholds.
+        let cfg = hark::postprocess::PostprocessConfig {
+            classes: model
+                .metadata()
+                .event_classes()
+                .map(|(_, c)| {
+                    (
+                        c.clone(),
+                        hark::postprocess::ClassOverride {
+                            threshold: Some(0.5),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        };
         let mut det = hark::pipeline::Detector::new(model, &cfg).unwrap();
         let mut found = Vec::new();
         for chunk in audio.samples.chunks(1600) {
@@ -118,12 +135,14 @@ fn native_matches_tract_on_the_tone_detector_and_the_default_model() {
         found
     };
     let (a, b) = (events(&native), events(&tract));
-    assert!(!a.is_empty(), "no events in the demo");
+    assert!(a.len() >= 3, "too few events in the demo to compare: {a:?}");
     assert_eq!(a.len(), b.len(), "native {a:?}, tract {b:?}");
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!(
-            (&x.0, x.1, x.2),
-            (&y.0, y.1, y.2),
+        // Same class; onset and offset within one hop (a score within 1e-6 of a threshold
+        // may cross it one hop apart on the two engines).
+        assert_eq!(x.0, y.0, "native {a:?}, tract {b:?}");
+        assert!(
+            (x.1 - y.1).abs() <= 0.0101 && (x.2 - y.2).abs() <= 0.0101,
             "native {a:?}, tract {b:?}"
         );
         assert!((x.3 - y.3).abs() < 1e-3, "native {a:?}, tract {b:?}");
