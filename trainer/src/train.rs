@@ -949,13 +949,15 @@ impl<B: Backend> burn::module::ModuleVisitor<B> for ForceInit {
     }
 }
 
+/// Held while burn's global generator is seeded and drawn from.
+static SEEDED_INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Initialises a module from burn's generator seeded with `seed`, deterministically even when
 /// several trainings run in parallel threads: burn's generator is global and its parameters
 /// are initialised lazily (at first use), so the seeding, the initialisation and the drawing
 /// of every parameter happen together under one process-wide lock.
 pub fn init_seeded<M: Module<A>>(seed: u64, init: impl FnOnce() -> M) -> M {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = SEEDED_INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     seed_burn(seed);
     let m = init();
     m.visit(&mut ForceInit);
@@ -982,8 +984,8 @@ pub fn load_pretrained_net(
         || theirs.frontend.n_mels != cfg.frontend.n_mels
     {
         return Err(TrainError::Config(format!(
-            "imbalance.init_from {}: the pretrained network is a {:?} with hidden {}, layers {}, embedding {} \
-             and {} mel bands; this configuration has a {:?} with hidden {}, layers {}, embedding {} and {} mel bands",
+            "imbalance.init_from {}: the pretrained network has kind {:?}, hidden {}, layers {}, embedding {} \
+             and {} mel bands; this configuration has kind {:?}, hidden {}, layers {}, embedding {} and {} mel bands",
             run_dir.display(),
             a.kind,
             a.hidden,
@@ -2082,9 +2084,11 @@ mod tests {
             let net: EmbeddingNet<A> =
                 init_seeded(seed, || net_config(&cfg).init(&Default::default()));
             if reseed {
-                // Someone else seeds the generator before the weights are first used (as
-                // the classifier's initialisation does): they must not change.
-                seed_burn(seed + 1000);
+                // Someone else seeds the generator and draws from it before the weights are
+                // first used (the classifier's initialisation): they must not change.
+                let _: Classifier<A> = init_seeded(seed + 1000, || {
+                    classifier_config(&cfg, 3).init(&Default::default())
+                });
             }
             net.projection_weights().weight
         };
@@ -2221,14 +2225,18 @@ mod tests {
     fn normalization_folds_into_the_export() {
         let cfg = short(Method::WeightedCe);
         let data = prepared(&cfg);
-        seed_burn(5);
-        let net = EmbeddingNetConfig::new()
-            .with_hidden(8)
-            .with_embedding(4)
-            .init::<Cpu>(&Default::default());
-        let clf = ClassifierConfig::new(4)
-            .with_embedding(4)
-            .init::<Cpu>(&Default::default());
+        let (net, clf) = {
+            let _guard = SEEDED_INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            seed_burn(5);
+            let net = EmbeddingNetConfig::new()
+                .with_hidden(8)
+                .with_embedding(4)
+                .init::<Cpu>(&Default::default());
+            let clf = ClassifierConfig::new(4)
+                .with_embedding(4)
+                .init::<Cpu>(&Default::default());
+            (net, clf)
+        };
         let mut sn = StreamingNet::from_models(&net, &clf);
         fold_normalization(&mut sn, &data.mean, &data.std);
         // A raw example: de-normalise the first validation example.
@@ -2290,7 +2298,11 @@ mod tests {
         ft.model.hidden += 4;
         let err = train_prepared(&ft, &data, &o, &mut quiet()).unwrap_err();
         assert!(
-            err.to_string().contains("pretrained network has hidden"),
+            err.to_string()
+                .contains("pretrained network has kind Lstm, hidden 32")
+                && err
+                    .to_string()
+                    .contains("configuration has kind Lstm, hidden 36"),
             "{err}"
         );
     }
