@@ -93,6 +93,30 @@ fn softmax_in_place(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x = (*x - m).exp() / s);
 }
 
+/// The metadata of a step graph agrees with the network: valid, the network's mel bands, one
+/// name per scored class.
+fn check_metadata(
+    meta: &ModelMetadata,
+    n_mels: usize,
+    n_classes: usize,
+) -> Result<(), ExportError> {
+    meta.validate("export")
+        .map_err(|e| ExportError(e.to_string()))?;
+    if meta.frontend.n_mels != n_mels {
+        return Err(ExportError(format!(
+            "the frontend has {} mel bands, the network takes {n_mels}",
+            meta.frontend.n_mels
+        )));
+    }
+    if meta.classes.len() != n_classes {
+        return Err(ExportError(format!(
+            "{} classes named, the network scores {n_classes}",
+            meta.classes.len()
+        )));
+    }
+    Ok(())
+}
+
 impl StreamingNet {
     /// LSTM layers.
     pub fn layers(&self) -> usize {
@@ -339,21 +363,7 @@ impl StreamingNet {
     /// Serialises the step graph with `meta` as `metadata_props`.
     pub fn to_onnx(&self, meta: &ModelMetadata) -> Result<Vec<u8>, ExportError> {
         self.validate()?;
-        meta.validate("export")
-            .map_err(|e| ExportError(e.to_string()))?;
-        if meta.frontend.n_mels != self.n_mels {
-            return Err(ExportError(format!(
-                "the frontend has {} mel bands, the network takes {}",
-                meta.frontend.n_mels, self.n_mels
-            )));
-        }
-        if meta.classes.len() != self.n_classes() {
-            return Err(ExportError(format!(
-                "{} classes named, the network scores {}",
-                meta.classes.len(),
-                self.n_classes()
-            )));
-        }
+        check_metadata(meta, self.n_mels, self.n_classes())?;
         Ok(self.model_proto(meta).encode_to_vec())
     }
 
@@ -798,21 +808,7 @@ impl CnnStepNet {
     /// Serialises the step graph with `meta` as `metadata_props`.
     pub fn to_onnx(&self, meta: &ModelMetadata) -> Result<Vec<u8>, ExportError> {
         self.validate()?;
-        meta.validate("export")
-            .map_err(|e| ExportError(e.to_string()))?;
-        if meta.frontend.n_mels != self.n_mels {
-            return Err(ExportError(format!(
-                "the frontend has {} mel bands, the network takes {}",
-                meta.frontend.n_mels, self.n_mels
-            )));
-        }
-        if meta.classes.len() != self.n_classes() {
-            return Err(ExportError(format!(
-                "{} classes named, the network scores {}",
-                meta.classes.len(),
-                self.n_classes()
-            )));
-        }
+        check_metadata(meta, self.n_mels, self.n_classes())?;
         let mut g = GraphBuilder::default();
         let m = self.n_mels as i64;
         let inv_std: Vec<f32> = self.std.iter().map(|s| 1.0 / s).collect();

@@ -166,19 +166,18 @@ pub fn choose(cands: &[Candidate], share: f64) -> f32 {
         .iter()
         .filter(|c| c.false_alarms_per_hour <= share + 1e-9)
         .collect();
-    let best = if within.is_empty() {
-        cands.iter().max_by(|a, b| {
-            a.f1_all
-                .total_cmp(&b.f1_all)
-                .then(a.threshold.total_cmp(&b.threshold))
-        })
+    let (pool, f1): (Vec<&Candidate>, fn(&Candidate) -> f64) = if within.is_empty() {
+        (cands.iter().collect(), |c| c.f1_all)
     } else {
-        within.into_iter().max_by(|a, b| {
-            a.f1.total_cmp(&b.f1)
+        (within, |c| c.f1)
+    };
+    pool.into_iter()
+        .max_by(|a, b| {
+            f1(a)
+                .total_cmp(&f1(b))
                 .then(a.threshold.total_cmp(&b.threshold))
         })
-    };
-    best.map(|c| c.threshold).unwrap_or(0.5)
+        .map_or(0.5, |c| c.threshold)
 }
 
 #[cfg(test)]
