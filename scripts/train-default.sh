@@ -46,7 +46,7 @@ start=$(date +%s)
 for method in centroid weighted_ce; do
     "$bin/hark-train" train --config "$cfg" --method "$method" --out "$work/$method"
 done
-"$bin/hark-train" mixtures --config "$cfg" --split val --out "$work/mix-val" --background-minutes 30
+"$bin/hark-train" mixtures --config "$cfg" --split val --out "$work/mix-val" --background-minutes 60
 "$bin/hark-train" mixtures --config "$cfg" --split test --out "$work/mix-test" --background-minutes 60
 
 for method in centroid weighted_ce; do

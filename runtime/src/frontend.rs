@@ -19,6 +19,11 @@
 //!   bin's centre frequency: `W[m][k] = max(0, min((fk - f[m]) / (f[m+1] - f[m]),
 //!   (f[m+2] - fk) / (f[m+2] - f[m+1])))`. No area normalisation.
 //! - output: `feature[m] = ln(sum_k W[m][k] P[k] + 1e-6)`.
+//! - optional (`running_norm_s = tau`, off by default): each band minus its running mean,
+//!   `y[t][m] = x[t][m] - mu[t-1][m]` with `mu[-1] = x[0]` (the first frame gives zeros) and
+//!   `mu[t] = mu[t-1] + a (x[t][m] - mu[t-1])`, `a = 1 - exp(-hop / tau)` (hop in seconds).
+//!   The background's steady level and colour drop out and onsets stand out, whatever the
+//!   microphone gain; a stream (and every [`Frontend::compute`] call) starts its own mean.
 //!
 //! `runtime/tests/reference/logmel_reference.py` computes the same thing independently in
 //! numpy (float64); `tests/frontend_reference.rs` holds the two together within 1e-3.
@@ -41,7 +46,7 @@ use serde::{Deserialize, Serialize};
 /// file records the parameters it was trained with and the runtime builds its frontend from
 /// them (refusing a model whose features it cannot compute, see [`FrontendConfig::validate`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct FrontendConfig {
     /// Sample rate of the frontend's input, in Hz. Default 16000.
     pub sample_rate: u32,
@@ -63,6 +68,10 @@ pub struct FrontendConfig {
     pub window: String,
     /// Mel scale. Only `"htk"` is implemented.
     pub mel_scale: String,
+    /// When set, every band minus its running mean with this time constant in seconds (see
+    /// the module documentation). Default none (plain log-mel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running_norm_s: Option<f32>,
 }
 
 impl Default for FrontendConfig {
@@ -78,6 +87,7 @@ impl Default for FrontendConfig {
             log_floor: 1e-6,
             window: "hann_periodic".to_string(),
             mel_scale: "htk".to_string(),
+            running_norm_s: None,
         }
     }
 }
@@ -124,6 +134,11 @@ impl FrontendConfig {
         }
         if !(self.log_floor > 0.0 && self.log_floor.is_finite()) {
             return err(format!("log floor {} (must be > 0)", self.log_floor));
+        }
+        if let Some(tau) = self.running_norm_s
+            && !(tau > 0.0 && tau.is_finite())
+        {
+            return err(format!("running_norm_s {tau} (must be > 0 seconds)"));
         }
         let bands = mel_filterbank(self);
         if let Some(m) = bands.iter().position(|b| b.weights.is_empty()) {
@@ -175,7 +190,11 @@ impl fmt::Display for FrontendConfig {
             self.fft_size,
             self.mel_scale,
             self.log_floor
-        )
+        )?;
+        if let Some(tau) = self.running_norm_s {
+            write!(f, ", minus running mean ({tau} s)")?;
+        }
+        Ok(())
     }
 }
 
@@ -283,10 +302,42 @@ impl Kernel {
     }
 }
 
+/// The running-mean subtraction of [`FrontendConfig::running_norm_s`]: one mean per band.
+#[derive(Debug, Clone)]
+struct RunningNorm {
+    a: f32,
+    mean: Vec<f32>,
+    started: bool,
+}
+
+impl RunningNorm {
+    fn new(cfg: &FrontendConfig) -> Option<Self> {
+        cfg.running_norm_s.map(|tau| Self {
+            a: 1.0 - (-(cfg.hop_s() / tau as f64)).exp() as f32,
+            mean: vec![0.0; cfg.n_mels],
+            started: false,
+        })
+    }
+
+    /// Normalises one frame in place and updates the means.
+    fn apply(&mut self, frame: &mut [f32]) {
+        if !self.started {
+            self.mean.copy_from_slice(frame);
+            self.started = true;
+        }
+        for (x, m) in frame.iter_mut().zip(self.mean.iter_mut()) {
+            let d = *x - *m;
+            *m += self.a * d;
+            *x = d;
+        }
+    }
+}
+
 /// Streaming log-mel frontend. See the module documentation.
 pub struct Frontend {
     cfg: FrontendConfig,
     kernel: Kernel,
+    norm: Option<RunningNorm>,
     /// The last `window_length` (at most) samples, oldest first.
     buf: Vec<f32>,
     filled: usize,
@@ -312,6 +363,7 @@ impl Frontend {
         cfg.validate()?;
         Ok(Self {
             kernel: Kernel::new(&cfg),
+            norm: RunningNorm::new(&cfg),
             buf: vec![0.0; cfg.window_length],
             filled: 0,
             frame: vec![0.0; cfg.n_mels],
@@ -352,6 +404,9 @@ impl Frontend {
             rest = later;
             if self.filled == win {
                 self.kernel.frame(&self.buf, &mut self.frame);
+                if let Some(n) = &mut self.norm {
+                    n.apply(&mut self.frame);
+                }
                 on_frame(self.frames_out, &self.frame);
                 self.frames_out += 1;
                 self.buf.copy_within(hop.., 0);
@@ -368,6 +423,7 @@ impl Frontend {
         let n_frames = self.cfg.n_frames(signal.len());
         let mut out = vec![0.0; n_frames * n_mels];
         let mut clean = vec![0.0; win];
+        let mut norm = RunningNorm::new(&self.cfg);
         for (i, row) in out.chunks_exact_mut(n_mels).enumerate() {
             let frame = &signal[i * hop..i * hop + win];
             let src = if frame.iter().all(|s| s.is_finite()) {
@@ -379,6 +435,9 @@ impl Frontend {
                 &clean[..]
             };
             self.kernel.frame(src, row);
+            if let Some(n) = &mut norm {
+                n.apply(row);
+            }
         }
         let nonfinite = signal.iter().filter(|s| !s.is_finite()).count() as u64;
         (out, nonfinite)
@@ -401,6 +460,9 @@ impl Frontend {
 
     /// Forgets the stream: the next sample pushed is the first of a new stream.
     pub fn reset(&mut self) {
+        if let Some(n) = &mut self.norm {
+            n.started = false;
+        }
         self.filled = 0;
         self.frames_out = 0;
         self.samples_in = 0;
@@ -462,6 +524,8 @@ mod tests {
         bad(|c| c.hop_length = 500, "hop");
         bad(|c| c.n_mels = 400, "covers no FFT bin");
         bad(|c| c.log_floor = 0.0, "log floor");
+        bad(|c| c.running_norm_s = Some(0.0), "running_norm_s");
+        bad(|c| c.running_norm_s = Some(f32::NAN), "running_norm_s");
         FrontendConfig::default().validate().unwrap();
     }
 
@@ -492,5 +556,57 @@ mod tests {
         let mut fe = Frontend::new(FrontendConfig::default()).unwrap();
         let (feats, _) = fe.compute(&[0.0; 1600]);
         assert!(feats.iter().all(|&v| (v - 1e-6f32.ln()).abs() < 1e-6));
+    }
+
+    #[test]
+    fn running_norm_removes_the_steady_level_and_keeps_onsets() {
+        let cfg = FrontendConfig {
+            running_norm_s: Some(0.5),
+            ..Default::default()
+        };
+        let mut fe = Frontend::new(cfg.clone()).unwrap();
+        // 3 s of a quiet 1 kHz tone, then the tone 20 dB louder for 1 s.
+        let sig: Vec<f32> = (0..64_000)
+            .map(|i| {
+                let g = if i < 48_000 { 0.01 } else { 0.1 };
+                (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16000.0).sin() * g
+            })
+            .collect();
+        let (feats, _) = fe.compute(&sig);
+        let n = cfg.n_frames(sig.len());
+        assert_eq!(feats.len(), n * 64);
+        // The first frame is all zeros; a steady tone decays to (almost) nothing.
+        assert!(feats[..64].iter().all(|&v| v == 0.0));
+        let steady = 290 * 64;
+        let worst = feats[steady..steady + 64]
+            .iter()
+            .fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(worst < 0.2, "{worst}");
+        // The step up is ln(100) ~ 4.6 in the tone's band, just after it.
+        let plain = Frontend::new(FrontendConfig::default())
+            .unwrap()
+            .compute(&sig)
+            .0;
+        let band = (0..64)
+            .max_by(|&a, &b| plain[a].total_cmp(&plain[b]))
+            .unwrap();
+        let after = (48_000 / 160) * 64 + 64;
+        assert!(feats[after + band] > 4.0, "{}", feats[after + band]);
+        // Streaming gives the same frames as compute, and a reset starts a new mean.
+        for _ in 0..2 {
+            fe.reset();
+            let mut streamed = Vec::new();
+            for chunk in sig.chunks(777) {
+                fe.push(chunk, |_, f| streamed.extend_from_slice(f));
+            }
+            assert_eq!(streamed, feats);
+        }
+        // Off by default and left out of the metadata, so older model files read the same.
+        let json = serde_json::to_string(&FrontendConfig::default()).unwrap();
+        assert!(!json.contains("running_norm"), "{json}");
+        let back: FrontendConfig =
+            serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        assert!(cfg.to_string().contains("minus running mean (0.5 s)"));
     }
 }

@@ -192,6 +192,11 @@ pub fn subset(set: &ExampleSet, idx: &[usize]) -> ExampleSet {
         } else {
             Vec::new()
         },
+        ends: if set.ends.len() == set.len() {
+            idx.iter().map(|&i| set.ends[i]).collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -579,6 +584,7 @@ mod tests {
             labels,
             features,
             onsets,
+            ends: Vec::new(),
         };
         (set, cluster)
     }
@@ -767,6 +773,7 @@ mod tests {
                 .map(|(i, v)| (v - mean[i % 64]) / std[i % 64])
                 .collect(),
             onsets: Vec::new(),
+            ends: Vec::new(),
         };
         let (x, _) = set.batch::<Cpu>(&[0], &Default::default());
         let mut burn_mean = vec![0.0f32; t * 3];

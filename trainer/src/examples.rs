@@ -142,6 +142,12 @@ pub struct ExampleConfig {
     /// moments?"; [0.1, 0.6] teaches it to fire within a tenth of a second of an onset and to
     /// hold for about half a second. Default none.
     pub onset_to_end_s: Option<[f32; 2]>,
+    /// Where events and hard negatives go in a window (see [`Layout`]). Default `onset`.
+    pub layout: Layout,
+    /// `stream` layout: an event's frames carry its class until its own level (10 ms blocks,
+    /// before mixing) falls this many dB below its peak for good; its onset is the first
+    /// block above that floor. Default 20.
+    pub extent_floor_db: f32,
     /// Frame targets: when set, training supervises several frames of each window, not only
     /// the last (see [`ExampleSet::frame_targets`]). Default none (last frame only).
     pub frame_targets: Option<FrameTargets>,
@@ -165,12 +171,30 @@ impl Default for ExampleConfig {
             negative_prob: 0.5,
             min_event_fraction: 0.5,
             onset_to_end_s: None,
+            layout: Layout::Onset,
+            extent_floor_db: 20.0,
             window_gain_db: 0.0,
             frame_targets: None,
             background_dbfs: [-40.0, -20.0],
             augment: AugmentConfig::default(),
         }
     }
+}
+
+/// Where an event (or hard negative) goes in its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// Placed by `onset_to_end_s` (or `min_event_fraction`); an event's class covers
+    /// `lead_frames` after its onset.
+    #[default]
+    Onset,
+    /// Placed anywhere in the window (onset uniform, the event may run past the end); an
+    /// event's class covers its whole audible extent (`extent_floor_db`), the frames before
+    /// and after it are background (see [`FrameTargets::tail_frames`]). Hard negatives are
+    /// placed the same way, so the detector also learns their middles and ends, and the
+    /// return to background after an event, as it will hear them in a stream.
+    Stream,
 }
 
 /// Which frames of a window are supervised, and with what label: every `stride`-th frame
@@ -186,8 +210,15 @@ pub struct FrameTargets {
     pub stride: usize,
     /// First frame that may be supervised. Default 50.
     pub warmup: usize,
-    /// Frames after the onset labelled with the event. Default [10, 60].
+    /// Frames after the onset labelled with the event. Default [10, 60]. With the `stream`
+    /// layout only the first bound is used: the class starts `lead_frames[0]` frames after
+    /// the onset and lasts until the event's extent ends (at least `min_event_frames`).
     pub lead_frames: [usize; 2],
+    /// `stream` layout: frames after an event's extent left unsupervised (its decay) before
+    /// the background label resumes. Default 20.
+    pub tail_frames: usize,
+    /// `stream` layout: the fewest frames labelled with an event's class. Default 20.
+    pub min_event_frames: usize,
 }
 
 impl Default for FrameTargets {
@@ -196,6 +227,8 @@ impl Default for FrameTargets {
             stride: 10,
             warmup: 50,
             lead_frames: [10, 60],
+            tail_frames: 20,
+            min_event_frames: 20,
         }
     }
 }
@@ -474,6 +507,10 @@ pub struct ExampleSet {
     /// hard negatives); used by the frame targets ([`ExampleSet::frame_targets`]).
     #[serde(default)]
     pub onsets: Vec<i64>,
+    /// The frame after the end of each event's extent (`stream` layout; -1 otherwise). Empty,
+    /// or as long as `onsets`.
+    #[serde(default)]
+    pub ends: Vec<i64>,
 }
 
 impl ExampleSet {
@@ -583,35 +620,64 @@ impl ExampleSet {
     /// indexes the batch's frames flattened, `b` the position in `idx`.
     pub fn frame_targets(&self, idx: &[usize], ft: Option<&FrameTargets>) -> Vec<(usize, usize)> {
         let t_last = self.frames - 1;
-        let bg = self
-            .classes
-            .iter()
-            .position(|c| c == BACKGROUND)
-            .unwrap_or(0);
         let mut out = Vec::new();
         for (b, &i) in idx.iter().enumerate() {
-            let (Some(ft), Some(&onset)) = (ft, self.onsets.get(i)) else {
+            let (Some(ft), Some(_)) = (ft, self.onsets.get(i)) else {
                 out.push((b * self.frames + t_last, self.labels[i]));
                 continue;
             };
             let mut t = t_last as i64;
             while t >= ft.warmup.min(t_last) as i64 {
-                let label = if onset < 0 || self.labels[i] == bg || t < onset {
-                    Some(bg)
-                } else if t >= onset + ft.lead_frames[0] as i64
-                    && t <= onset + ft.lead_frames[1] as i64
-                {
-                    Some(self.labels[i])
-                } else {
-                    None
-                };
-                if let Some(l) = label {
+                if let Some(l) = self.frame_label(i, t, ft) {
                     out.push((b * self.frames + t as usize, l));
                 }
                 t -= ft.stride.max(1) as i64;
             }
         }
         out
+    }
+
+    /// The index of the background class.
+    pub fn background_label(&self) -> usize {
+        self.classes
+            .iter()
+            .position(|c| c == BACKGROUND)
+            .unwrap_or(0)
+    }
+
+    /// The span `[first, last]` of frames of example `i` labelled with its event class under
+    /// `ft`, or `None` for background windows and hard negatives.
+    pub fn event_span(&self, i: usize, ft: &FrameTargets) -> Option<(i64, i64)> {
+        let onset = *self.onsets.get(i)?;
+        if onset < 0 || self.labels[i] == self.background_label() {
+            return None;
+        }
+        let first = onset + ft.lead_frames[0] as i64;
+        match self.ends.get(i) {
+            Some(&end) if end >= 0 => {
+                Some((first, end.max(first + ft.min_event_frames as i64) - 1))
+            }
+            _ => Some((first, onset + ft.lead_frames[1] as i64)),
+        }
+    }
+
+    /// The target of frame `t` of example `i` under `ft`: background before an event's onset
+    /// (and, with extents, from `tail_frames` after its end), its class over its span
+    /// ([`Self::event_span`]), and `None` (unsupervised) in between.
+    pub fn frame_label(&self, i: usize, t: i64, ft: &FrameTargets) -> Option<usize> {
+        let bg = self.background_label();
+        let Some((first, last)) = self.event_span(i, ft) else {
+            return Some(bg);
+        };
+        let onset = self.onsets[i];
+        let has_end = self.ends.get(i).is_some_and(|&e| e >= 0);
+        if t < onset || (has_end && t > last + ft.tail_frames as i64) {
+            Some(bg)
+        } else if t >= first && t <= last {
+            Some(self.labels[i])
+        } else {
+            None
+        }
     }
 
     /// Supervised frames per class under `ft` (with `None`, one per example: the class
@@ -642,7 +708,7 @@ impl ExampleSet {
         }
         let header = serde_json::json!({
             "classes": self.classes, "frames": self.frames, "n_mels": self.n_mels,
-            "labels": self.labels, "onsets": self.onsets,
+            "labels": self.labels, "onsets": self.onsets, "ends": self.ends,
         });
         let tmp = path.with_extension("tmp");
         let mut f = std::io::BufWriter::new(fs::File::create(&tmp).map_err(err)?);
@@ -677,6 +743,8 @@ impl ExampleSet {
             labels: Vec<usize>,
             #[serde(default)]
             onsets: Vec<i64>,
+            #[serde(default)]
+            ends: Vec<i64>,
         }
         let h: Header =
             serde_json::from_slice(&bytes[..nl]).map_err(|e| err(format!("header: {e}")))?;
@@ -699,6 +767,7 @@ impl ExampleSet {
             labels: h.labels,
             features,
             onsets: h.onsets,
+            ends: h.ends,
         })
     }
 }
@@ -764,6 +833,7 @@ pub fn generate(
         labels: Vec::new(),
         features: Vec::new(),
         onsets: Vec::new(),
+        ends: Vec::new(),
     };
 
     let background_window = |rng: &mut Rng| -> Vec<f32> {
@@ -782,6 +852,12 @@ pub fn generate(
     // Places an event in a window: onset such that at least the configured fraction lies
     // inside.
     let place = |ev_len: usize, rng: &mut Rng| -> usize {
+        if cfg.layout == Layout::Stream {
+            // Anywhere from the first tenth of the window to ten frames before its end.
+            let lo = win / 10;
+            let hi = win.saturating_sub(10 * frontend.hop_length).max(lo + 1);
+            return lo + rng.below(hi - lo);
+        }
         if let Some([a, b]) = cfg.onset_to_end_s {
             let d = (rng.range(a, b) * frontend.sample_rate as f32) as usize;
             return win.saturating_sub(d.max(1));
@@ -791,14 +867,20 @@ pub fn generate(
     };
     let gain_db = cfg.window_gain_db;
     let hop = frontend.hop_length;
+    let stream = cfg.layout == Layout::Stream;
     let mut push = |samples: &mut [f32],
                     label: usize,
-                    onset: Option<usize>,
+                    span: Option<(usize, usize)>,
                     set: &mut ExampleSet,
                     rng: &mut Rng| {
         // The first frame whose window starts at or after the onset.
         set.onsets
-            .push(onset.map(|o| o.div_ceil(hop) as i64).unwrap_or(-1));
+            .push(span.map(|(o, _)| o.div_ceil(hop) as i64).unwrap_or(-1));
+        if stream {
+            // The first frame whose window starts at or after the end.
+            set.ends
+                .push(span.map(|(_, e)| e.div_ceil(hop) as i64).unwrap_or(-1));
+        }
         if gain_db > 0.0 {
             let g = db_to_gain(rng.range(-gain_db, gain_db));
             samples.iter_mut().for_each(|v| *v *= g);
@@ -818,7 +900,13 @@ pub fn generate(
             let onset = place(e.len(), &mut rng);
             let ebr = cfg.ebr_db[rng.below(cfg.ebr_db.len())];
             mix_at_ebr(&mut w, &e, onset, ebr);
-            push(&mut w, label, Some(onset), &mut set, &mut rng);
+            let span = if stream {
+                let (a, z) = audible_extent(&e, hop, cfg.extent_floor_db);
+                (onset + a, onset + z)
+            } else {
+                (onset, onset)
+            };
+            push(&mut w, label, Some(span), &mut set, &mut rng);
             n_event_windows += 1;
         }
     }
@@ -839,6 +927,27 @@ pub fn generate(
         push(&mut w, bg_label, None, &mut set, &mut rng);
     }
     Ok(set)
+}
+
+/// The audible extent of a clip, `[start, end)` in samples: from the first to the end of the
+/// last block of `block` samples whose power is within `floor_db` of the loudest block's.
+pub fn audible_extent(x: &[f32], block: usize, floor_db: f32) -> (usize, usize) {
+    let block = block.max(1);
+    let power: Vec<f32> = x
+        .chunks(block)
+        .map(|c| c.iter().map(|v| v * v).sum::<f32>() / c.len() as f32)
+        .collect();
+    let peak = power.iter().copied().fold(0.0f32, f32::max);
+    if peak <= 0.0 || !peak.is_finite() {
+        return (0, x.len());
+    }
+    let floor = peak * 10f32.powf(-floor_db / 10.0);
+    let first = power.iter().position(|&p| p >= floor).unwrap_or(0);
+    let last = power
+        .iter()
+        .rposition(|&p| p >= floor)
+        .unwrap_or(power.len() - 1);
+    (first * block, ((last + 1) * block).min(x.len()))
 }
 
 /// The cache key of a generation: a hash of the configuration, frontend, seed, classes and
@@ -1072,11 +1181,13 @@ mod tests {
             labels: vec![2, 0],
             features: vec![0.0; 200],
             onsets: vec![70, -1],
+            ends: Vec::new(),
         };
         let ft = FrameTargets {
             stride: 10,
             warmup: 50,
             lead_frames: [10, 20],
+            ..Default::default()
         };
         let t = set.frame_targets(&[0, 1], Some(&ft));
         // Window 0: frames 99, 89 (after the lead: unsupervised), 79 (class 2: 9 frames
@@ -1090,6 +1201,113 @@ mod tests {
         assert_eq!(w1, vec![(199, 0), (189, 0), (179, 0), (169, 0), (159, 0)]);
         // Without frame targets (or onsets), the last frame with the window's label.
         assert_eq!(set.frame_targets(&[0, 1], None), vec![(99, 2), (199, 0)]);
+    }
+
+    #[test]
+    fn stream_frame_targets_cover_the_event_extent() {
+        let set = ExampleSet {
+            classes: vec![BACKGROUND.into(), "a".into()],
+            frames: 150,
+            n_mels: 1,
+            labels: vec![1, 1, 0],
+            features: vec![0.0; 450],
+            onsets: vec![70, 140, -1],
+            ends: vec![85, 200, -1],
+        };
+        let ft = FrameTargets {
+            stride: 1,
+            warmup: 0,
+            lead_frames: [5, 60],
+            tail_frames: 20,
+            min_event_frames: 5,
+        };
+        let t = set.frame_targets(&[0, 1, 2], Some(&ft));
+        let of = |w: usize| -> Vec<Option<usize>> {
+            (0..150)
+                .map(|f| t.iter().find(|&&(r, _)| r == w * 150 + f).map(|&(_, l)| l))
+                .collect()
+        };
+        let w0 = of(0);
+        // Background before the onset, nothing for the lead, the class over the extent,
+        // nothing over the tail, background again after it.
+        assert!(w0[..70].iter().all(|&l| l == Some(0)));
+        assert!(w0[70..75].iter().all(Option::is_none));
+        assert!(w0[75..85].iter().all(|&l| l == Some(1)));
+        assert!(w0[85..105].iter().all(Option::is_none));
+        assert!(w0[105..].iter().all(|&l| l == Some(0)));
+        // An event that runs past the window's end keeps its class to the last frame.
+        let w1 = of(1);
+        assert!(w1[145..].iter().all(|&l| l == Some(1)));
+        assert_eq!(set.event_span(1, &ft), Some((145, 199)));
+        assert!(of(2).iter().all(|&l| l == Some(0)));
+        // A short extent is stretched to the fewest event frames.
+        let short = FrameTargets {
+            min_event_frames: 30,
+            ..ft.clone()
+        };
+        assert_eq!(set.event_span(0, &short), Some((75, 104)));
+    }
+
+    #[test]
+    fn audible_extent_skips_silence_and_the_inaudible_tail() {
+        let mut x = vec![0.0f32; 1000];
+        x.extend(sine(3000, 440.0));
+        x.extend(sine(2000, 440.0).iter().map(|v| v * 1e-3));
+        x.extend(vec![0.0; 500]);
+        assert_eq!(audible_extent(&x, 100, 20.0), (1000, 4000));
+        // With a floor below the quiet part, the extent takes it in.
+        assert_eq!(audible_extent(&x, 100, 80.0), (1000, 6000));
+        assert_eq!(audible_extent(&[0.0; 300], 100, 20.0), (0, 300));
+    }
+
+    #[test]
+    fn stream_layout_places_events_anywhere_with_their_extents() {
+        let cfg = SyntheticConfig {
+            unit: 1,
+            backgrounds: 2,
+            ..Default::default()
+        };
+        let clips = synthetic_clips(&cfg, 1);
+        let classes = class_list(&clips);
+        let ex = ExampleConfig {
+            window_frames: 300,
+            windows_per_event: 4,
+            layout: Layout::Stream,
+            ..Default::default()
+        };
+        let fe = FrontendConfig::default();
+        let a = generate(&clips, &classes, &ex, &fe, 3).unwrap();
+        assert_eq!(a.ends.len(), a.len());
+        let events: Vec<usize> = (0..a.len()).filter(|&i| a.labels[i] != 0).collect();
+        assert!(!events.is_empty());
+        for &i in &events {
+            assert!(
+                a.onsets[i] >= 0 && a.onsets[i] < 300,
+                "onset {}",
+                a.onsets[i]
+            );
+            assert!(
+                a.ends[i] > a.onsets[i],
+                "end {} onset {}",
+                a.ends[i],
+                a.onsets[i]
+            );
+        }
+        // Onsets spread over the window (not all at one distance from its end).
+        let (lo, hi) = events.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &i| {
+            (lo.min(a.onsets[i]), hi.max(a.onsets[i]))
+        });
+        assert!(hi - lo > 100, "onsets from {lo} to {hi}");
+        assert!(
+            (0..a.len())
+                .filter(|&i| a.labels[i] == 0)
+                .all(|i| a.ends[i] == -1)
+        );
+        // The extents survive the disk cache.
+        let dir = tempfile::tempdir().unwrap();
+        generate_cached(&clips, &classes, &ex, &fe, 3, Some(dir.path())).unwrap();
+        let b = generate_cached(&clips, &classes, &ex, &fe, 3, Some(dir.path())).unwrap();
+        assert_eq!(b, a);
     }
 
     fn sine(n: usize, f: f32) -> Vec<f32> {

@@ -483,6 +483,7 @@ fn concat(sets: &[ExampleSet]) -> ExampleSet {
         out.labels.extend_from_slice(&s.labels);
         out.features.extend_from_slice(&s.features);
         out.onsets.extend_from_slice(&s.onsets);
+        out.ends.extend_from_slice(&s.ends);
     }
     out
 }

@@ -175,6 +175,7 @@ pub fn subset(set: &ExampleSet, idx: &[usize]) -> ExampleSet {
         labels: Vec::with_capacity(idx.len()),
         features: Vec::with_capacity(idx.len() * set.example_size()),
         onsets: Vec::new(),
+        ends: Vec::new(),
     };
     for &i in idx {
         out.labels.push(set.labels[i]);
@@ -182,19 +183,28 @@ pub fn subset(set: &ExampleSet, idx: &[usize]) -> ExampleSet {
         if let Some(&o) = set.onsets.get(i) {
             out.onsets.push(o);
         }
+        if let Some(&e) = set.ends.get(i) {
+            out.ends.push(e);
+        }
     }
     if out.onsets.len() != out.labels.len() {
         out.onsets.clear();
     }
+    if out.ends.len() != out.labels.len() {
+        out.ends.clear();
+    }
     out
 }
 
-/// Appends one window to a set.
-fn push(set: &mut ExampleSet, features: &[f32], label: usize, onset: Option<i64>) {
+/// Appends a copy of window `i` of `from` (its label, onset and end) with other features.
+fn push(set: &mut ExampleSet, features: &[f32], from: &ExampleSet, i: usize) {
     set.features.extend_from_slice(features);
-    set.labels.push(label);
-    if let Some(o) = onset {
+    set.labels.push(from.labels[i]);
+    if let Some(&o) = from.onsets.get(i) {
         set.onsets.push(o);
+    }
+    if let Some(&e) = from.ends.get(i) {
+        set.ends.push(e);
     }
 }
 
@@ -254,8 +264,7 @@ pub fn smote(set: &ExampleSet, k: usize, rng: &mut Rng) -> ExampleSet {
     let classes = by_class(set);
     let max = classes.iter().map(Vec::len).max().unwrap_or(0);
     let mut out = subset(set, &(0..set.len()).collect::<Vec<_>>());
-    let has_onsets = !set.onsets.is_empty();
-    for (label, members) in classes.iter().enumerate() {
+    for members in &classes {
         if members.is_empty() || members.len() >= max {
             continue;
         }
@@ -276,9 +285,8 @@ pub fn smote(set: &ExampleSet, k: usize, rng: &mut Rng) -> ExampleSet {
             let s = rng.below(members.len());
             let i = members[s];
             let xi = set.example(i);
-            let onset = has_onsets.then(|| set.onsets[i]);
             if neighbours[s].is_empty() {
-                push(&mut out, xi, label, onset);
+                push(&mut out, xi, set, i);
                 continue;
             }
             let j = neighbours[s][rng.below(neighbours[s].len())];
@@ -288,7 +296,7 @@ pub fn smote(set: &ExampleSet, k: usize, rng: &mut Rng) -> ExampleSet {
                 .zip(set.example(j))
                 .map(|(a, b)| a + lambda * (b - a))
                 .collect();
-            push(&mut out, &x, label, onset);
+            push(&mut out, &x, set, i);
         }
     }
     out
@@ -308,9 +316,8 @@ pub fn partial_augment(
     let classes = by_class(set);
     let max = classes.iter().map(Vec::len).max().unwrap_or(0);
     let mut out = subset(set, &(0..set.len()).collect::<Vec<_>>());
-    let has_onsets = !set.onsets.is_empty();
     let m = set.n_mels;
-    for (label, members) in classes.iter().enumerate() {
+    for members in &classes {
         if members.is_empty() || members.len() >= max {
             continue;
         }
@@ -326,7 +333,7 @@ pub fn partial_augment(
                 }
             }
             masks.apply(&mut x, set.frames, m, rng);
-            push(&mut out, &x, label, has_onsets.then(|| set.onsets[i]));
+            push(&mut out, &x, set, i);
         }
     }
     out
@@ -385,11 +392,7 @@ pub fn frame_soft_targets(
         }
         return (rows, q);
     };
-    let bg = set
-        .classes
-        .iter()
-        .position(|c| c == BACKGROUND)
-        .unwrap_or(0);
+    let bg = set.background_label();
     let t_last = set.frames - 1;
     let reach = 3.0 * sigma;
     let (mut rows, mut q) = (Vec::new(), Vec::new());
@@ -398,13 +401,7 @@ pub fn frame_soft_targets(
         let mut t = t_last as i64;
         while t >= ft.warmup.min(t_last) as i64 {
             let mut target = vec![0.0f32; n];
-            if onset < 0 || label == bg {
-                target[bg] = 1.0;
-            } else {
-                let (a, z) = (
-                    onset + ft.lead_frames[0] as i64,
-                    onset + ft.lead_frames[1] as i64,
-                );
+            if let Some((a, z)) = set.event_span(i, ft) {
                 let d = if t < a {
                     (a - t) as f32
                 } else if t > z {
@@ -412,15 +409,21 @@ pub fn frame_soft_targets(
                 } else {
                     0.0
                 };
-                // Frames the hard targets leave unsupervised (after the onset, outside the
-                // span) are supervised only near the span.
                 if t >= onset && d > reach {
-                    t -= ft.stride.max(1) as i64;
-                    continue;
+                    // Far after the onset, outside the span: background where the hard
+                    // targets say so (after an extent's tail), unsupervised otherwise.
+                    if set.frame_label(i, t, ft) != Some(bg) {
+                        t -= ft.stride.max(1) as i64;
+                        continue;
+                    }
+                    target[bg] = 1.0;
+                } else {
+                    let g = smear_weight(d, sigma);
+                    target[label] = g;
+                    target[bg] += 1.0 - g;
                 }
-                let g = smear_weight(d, sigma);
-                target[label] = g;
-                target[bg] += 1.0 - g;
+            } else {
+                target[bg] = 1.0;
             }
             let hard = if target[bg] > 0.5 { bg } else { label };
             rows.push((b * set.frames + t as usize, hard));
@@ -514,12 +517,15 @@ mod tests {
             labels: Vec::new(),
             features: Vec::new(),
             onsets: Vec::new(),
+            ends: Vec::new(),
         };
         let mut i = 0;
         for (c, &n) in counts.iter().enumerate() {
             for _ in 0..n {
                 let v = (c * 100 + i) as f32;
-                push(&mut set, &[v; 6], c, Some(if c == 0 { -1 } else { 1 }));
+                set.features.extend_from_slice(&[v; 6]);
+                set.labels.push(c);
+                set.onsets.push(if c == 0 { -1 } else { 1 });
                 i += 1;
             }
         }
@@ -675,6 +681,7 @@ mod tests {
             stride: 1,
             warmup: 0,
             lead_frames: [10, 30],
+            ..Default::default()
         };
         let sigma = 4.0;
         let (rows, q) = frame_soft_targets(&set, &[0, 1], Some(&ft), sigma);

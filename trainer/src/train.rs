@@ -55,8 +55,8 @@ use crate::backend::{Cpu, CpuAutodiff};
 use crate::data::{BACKGROUND, ClassMap, Clip, DataError, Skipped, Source, SplitConfig};
 use crate::eval::{WindowMetrics, window_metrics};
 use crate::examples::{
-    ExampleConfig, ExampleError, ExampleSet, Rng, SpecAugment, SyntheticConfig, class_list,
-    generate, generate_cached, synthetic_clips,
+    ExampleConfig, ExampleError, ExampleSet, FrameTargets, Rng, SpecAugment, SyntheticConfig,
+    class_list, generate, generate_cached, synthetic_clips,
 };
 use crate::export::{CnnStepNet, ExportError, StreamingNet};
 use crate::imbalance::ImbalanceSection;
@@ -779,6 +779,107 @@ fn classify(
     (pred, if wsum > 0.0 { loss / wsum } else { 0.0 })
 }
 
+/// Frame-level validation for sets whose events carry extents (the `stream` layout): the
+/// embeddings of every supervised frame under `ft` (each window from zero state) and their
+/// labels, `(embeddings [rows × dim], labels)`.
+pub fn embed_frames(
+    net: &EmbeddingNet<Cpu>,
+    set: &ExampleSet,
+    batch: usize,
+    ft: &FrameTargets,
+) -> (Vec<f32>, Vec<usize>) {
+    let device = Default::default();
+    let (mut emb, mut labels) = (Vec::new(), Vec::new());
+    let idx: Vec<usize> = (0..set.len()).collect();
+    for chunk in idx.chunks(batch.max(1)) {
+        let (x, _) = set.batch::<Cpu>(chunk, &device);
+        let rows = set.frame_targets(chunk, Some(ft));
+        emb.extend(host(select_rows(net.forward_frames(x), &rows)));
+        labels.extend(rows.iter().map(|&(_, l)| l));
+    }
+    (emb, labels)
+}
+
+/// One embedding per window, for clustering windows whose events carry extents: the
+/// embedding at the middle of an event window's labelled span (clamped into the window), at
+/// the last frame of any other window.
+pub fn embed_spans(
+    net: &EmbeddingNet<Cpu>,
+    set: &ExampleSet,
+    batch: usize,
+    ft: &FrameTargets,
+) -> Vec<f32> {
+    let device = Default::default();
+    let mut out = Vec::with_capacity(set.len() * net.embedding());
+    let idx: Vec<usize> = (0..set.len()).collect();
+    let last = set.frames as i64 - 1;
+    for chunk in idx.chunks(batch.max(1)) {
+        let (x, _) = set.batch::<Cpu>(chunk, &device);
+        let rows: Vec<(usize, usize)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(b, &i)| {
+                let t = set
+                    .event_span(i, ft)
+                    .map_or(last, |(a, z)| ((a + z.min(last)) / 2).clamp(0, last));
+                (b * set.frames + t as usize, set.labels[i])
+            })
+            .collect();
+        out.extend(host(select_rows(net.forward_frames(x), &rows)));
+    }
+    out
+}
+
+/// The frame targets to validate on: `Some` when the validation set's events carry extents
+/// (`stream` layout), where the last frame of a window says little; `None` for the
+/// window-level validation (the last frame of each window).
+fn frame_validation<'a>(cfg: &'a TrainConfig, val: &ExampleSet) -> Option<&'a FrameTargets> {
+    cfg.examples
+        .frame_targets
+        .as_ref()
+        .filter(|_| !val.ends.is_empty())
+}
+
+/// Predictions (argmax), reference labels and the weighted cross-entropy (when `weights` are
+/// given) of every supervised frame of `set` under `ft`.
+fn classify_frames(
+    net: &EmbeddingNet<Cpu>,
+    clf: &Classifier<Cpu>,
+    set: &ExampleSet,
+    batch: usize,
+    ft: &FrameTargets,
+    weights: Option<&[f32]>,
+) -> (Vec<usize>, Vec<usize>, f64) {
+    let device = Default::default();
+    let (mut pred, mut labels) = (Vec::new(), Vec::new());
+    let (mut loss, mut wsum) = (0.0f64, 0.0f64);
+    let idx: Vec<usize> = (0..set.len()).collect();
+    for chunk in idx.chunks(batch.max(1)) {
+        let (x, _) = set.batch::<Cpu>(chunk, &device);
+        let rows = set.frame_targets(chunk, Some(ft));
+        if rows.is_empty() {
+            continue;
+        }
+        let y: Vec<usize> = rows.iter().map(|&(_, l)| l).collect();
+        let logits = clf.forward(select_rows(net.forward_frames(x), &rows));
+        if let Some(w) = weights {
+            let bw: f64 = y.iter().map(|&l| w[l] as f64).sum();
+            let l = host(weighted_cross_entropy(logits.clone(), &y, w))[0] as f64;
+            loss += l * bw;
+            wsum += bw;
+        }
+        let arg = logits.argmax(1).into_data().convert::<i64>();
+        pred.extend(
+            arg.to_vec::<i64>()
+                .expect("int tensor data")
+                .iter()
+                .map(|&v| v as usize),
+        );
+        labels.extend(y);
+    }
+    (pred, labels, if wsum > 0.0 { loss / wsum } else { 0.0 })
+}
+
 /// The class of the centroid nearest to an embedding.
 fn nearest_class(loss: &CentroidLoss, emb: &[f32]) -> usize {
     let (j, _) = nearest_centroid(emb, loss.centroids(), loss.dim());
@@ -1165,14 +1266,17 @@ impl Ctx<'_> {
     ) -> Result<(f64, WindowMetrics), TrainError> {
         let val = &self.data.val;
         let d = loss.dim();
-        let emb = embed_all(net, val, self.cfg.batch_size);
+        let (emb, val_labels) = match frame_validation(self.cfg, val) {
+            Some(ft) => embed_frames(net, val, self.cfg.batch_size, ft),
+            None => (embed_all(net, val, self.cfg.batch_size), val.labels.clone()),
+        };
         let pred: Vec<usize> = emb
             .chunks_exact(d)
             .map(|e| nearest_class(loss, e))
             .collect();
         // The loss over the examples whose class has clusters.
-        let keep: Vec<usize> = (0..val.len())
-            .filter(|&i| !loss.clusters_of(val.labels[i]).is_empty())
+        let keep: Vec<usize> = (0..val_labels.len())
+            .filter(|&i| !loss.clusters_of(val_labels[i]).is_empty())
             .collect();
         let mut vloss = 0.0;
         if !keep.is_empty() {
@@ -1180,7 +1284,7 @@ impl Ctx<'_> {
                 .iter()
                 .flat_map(|&i| emb[i * d..(i + 1) * d].iter().copied())
                 .collect();
-            let labels: Vec<usize> = keep.iter().map(|&i| val.labels[i]).collect();
+            let labels: Vec<usize> = keep.iter().map(|&i| val_labels[i]).collect();
             let ids = loss.assign(&e, &labels)?;
             let t = Tensor::<Cpu, 2>::from_data(
                 TensorData::new(e, [keep.len(), d]),
@@ -1188,7 +1292,7 @@ impl Ctx<'_> {
             );
             vloss = host(loss.forward(t, &labels, &ids)?)[0] as f64;
         }
-        Ok((vloss, window_metrics(&val.labels, &pred, &val.classes)))
+        Ok((vloss, window_metrics(&val_labels, &pred, &val.classes)))
     }
 
     fn record_epoch(
@@ -1307,7 +1411,10 @@ impl Ctx<'_> {
             }
             let t0 = Instant::now();
             if epoch % self.cfg.centroid.recluster_every == 0 || clusters.is_empty() {
-                let emb = embed_all(&net.valid(), train, self.cfg.batch_size);
+                let emb = match frame_validation(self.cfg, train) {
+                    Some(ft) => embed_spans(&net.valid(), train, self.cfg.batch_size, ft),
+                    None => embed_all(&net.valid(), train, self.cfg.batch_size),
+                };
                 clusters = loss.recluster(&emb, &train.labels)?;
             }
             let (mut sum, mut count) = (0.0f64, 0usize);
@@ -1456,14 +1563,27 @@ impl Ctx<'_> {
                 }
                 self.batch_done(stage, epoch, b, n_batches, sum / count as f64);
             }
-            let (pred, vloss) = classify(
-                &net.valid(),
-                &clf.valid(),
-                &self.data.val,
-                self.cfg.batch_size,
-                Some(&weights),
-            );
-            let m = window_metrics(&self.data.val.labels, &pred, &self.data.classes);
+            let (pred, reference, vloss) = match frame_validation(self.cfg, &self.data.val) {
+                Some(ft) => classify_frames(
+                    &net.valid(),
+                    &clf.valid(),
+                    &self.data.val,
+                    self.cfg.batch_size,
+                    ft,
+                    Some(&weights),
+                ),
+                None => {
+                    let (p, l) = classify(
+                        &net.valid(),
+                        &clf.valid(),
+                        &self.data.val,
+                        self.cfg.batch_size,
+                        Some(&weights),
+                    );
+                    (p, self.data.val.labels.clone(), l)
+                }
+            };
+            let m = window_metrics(&reference, &pred, &self.data.classes);
             let r = self.record_epoch(stage, epoch + 1, sum / count.max(1) as f64, vloss, &m, t0);
             let v = self.stop_value(&r);
             let es = &self.cfg.early_stopping;
@@ -1593,7 +1713,14 @@ pub fn train_prepared(
         }
     };
     let (net, classifier) = (net.valid(), clf.valid());
-    let val_metrics = evaluate(&net, &classifier, &data.val, cfg.batch_size);
+    let val_metrics = match frame_validation(cfg, &data.val) {
+        Some(ft) => {
+            let (pred, reference, _) =
+                classify_frames(&net, &classifier, &data.val, cfg.batch_size, ft, None);
+            window_metrics(&reference, &pred, &data.classes)
+        }
+        None => evaluate(&net, &classifier, &data.val, cfg.batch_size),
+    };
     if let Some(d) = &opts.out_dir
         && cfg.plots
         && !ctx.interrupted
@@ -2325,6 +2452,7 @@ mod tests {
             stride: 4,
             warmup: 4,
             lead_frames: [2, 10],
+            ..Default::default()
         });
         smear.imbalance.smear_sigma_frames = 2.0;
         for cfg in [smote, focal, smear] {
