@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 /// file records the parameters it was trained with and the runtime builds its frontend from
 /// them (refusing a model whose features it cannot compute, see [`FrontendConfig::validate`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct FrontendConfig {
     /// Sample rate of the frontend's input, in Hz. Default 16000.
     pub sample_rate: u32,
@@ -70,7 +70,7 @@ pub struct FrontendConfig {
     pub mel_scale: String,
     /// When set, every band minus its running mean with this time constant in seconds (see
     /// the module documentation). Default none (plain log-mel).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_norm_s: Option<f32>,
 }
 
