@@ -344,21 +344,29 @@ pub fn model_card(input: &CardInput) -> String {
             stages.push(&r.stage);
         }
     }
+    // The early-stopping metric: higher is better except for the loss.
+    let (metric, value): (&str, fn(&EpochRecord) -> f64) = match cfg.early_stopping.metric {
+        crate::train::StopMetric::BalancedAccuracy => {
+            ("balanced accuracy", |r| r.val_balanced_accuracy)
+        }
+        crate::train::StopMetric::MeanAp => ("mean average precision", |r| r.val_mean_ap),
+        crate::train::StopMetric::Loss => ("loss", |r| -r.val_loss),
+    };
     for st in &stages {
         let rows: Vec<&EpochRecord> = input.history.iter().filter(|r| &r.stage == st).collect();
         let best = rows
             .iter()
             .copied()
             .fold(None::<&EpochRecord>, |b, r| match b {
-                Some(b) if b.val_balanced_accuracy >= r.val_balanced_accuracy => Some(b),
+                Some(b) if value(b) >= value(r) => Some(b),
                 _ => Some(r),
             });
         if let Some(b) = best {
             let _ = writeln!(
                 s,
-                "- stage `{st}`: {} epochs; best validation balanced accuracy {:.3} (epoch {})",
+                "- stage `{st}`: {} epochs; best validation {metric} {:.3} (epoch {})",
                 rows.len(),
-                b.val_balanced_accuracy,
+                value(b).abs(),
                 b.epoch
             );
         }
@@ -484,13 +492,19 @@ pub fn model_card(input: &CardInput) -> String {
     let _ = writeln!(s, "\nEvery epoch (`metrics.json`):\n");
     let _ = writeln!(
         s,
-        "| stage | epoch | training loss | validation loss | balanced accuracy | macro F1 |\n|---|---|---|---|---|---|"
+        "| stage | epoch | training loss | validation loss | balanced accuracy | macro F1 | mean AP |\n|---|---|---|---|---|---|---|"
     );
     for r in input.history {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.4} | {:.4} | {:.3} | {:.3} |",
-            r.stage, r.epoch, r.train_loss, r.val_loss, r.val_balanced_accuracy, r.val_macro_f1
+            "| {} | {} | {:.4} | {:.4} | {:.3} | {:.3} | {:.3} |",
+            r.stage,
+            r.epoch,
+            r.train_loss,
+            r.val_loss,
+            r.val_balanced_accuracy,
+            r.val_macro_f1,
+            r.val_mean_ap
         );
     }
     let _ = writeln!(s);
@@ -1105,6 +1119,7 @@ mod tests {
             val_balanced_accuracy: 0.75,
             val_accuracy: 0.8,
             val_macro_f1: 0.7,
+            val_mean_ap: 0.6,
             seconds: 1.0,
         }];
         let sources = vec![SourceSummary {

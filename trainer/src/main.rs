@@ -276,13 +276,14 @@ impl Reporter {
 
     fn epoch_line(r: &EpochRecord) -> String {
         format!(
-            "{:<11} epoch {:>3}  loss {:.4}  val loss {:.4}  val balanced acc {:.3}  val macro F1 {:.3}  ({:.2} s)",
+            "{:<11} epoch {:>3}  loss {:.4}  val loss {:.4}  val balanced acc {:.3}  val macro F1 {:.3}  val mean AP {:.3}  ({:.2} s)",
             r.stage,
             r.epoch,
             r.train_loss,
             r.val_loss,
             r.val_balanced_accuracy,
             r.val_macro_f1,
+            r.val_mean_ap,
             r.seconds
         )
     }

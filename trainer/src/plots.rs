@@ -1250,6 +1250,7 @@ mod tests {
                 val_balanced_accuracy: 0.2 * e as f64,
                 val_accuracy: 0.2 * e as f64,
                 val_macro_f1: 0.2 * e as f64,
+                val_mean_ap: 0.1 * e as f64,
                 seconds: 1.0,
             })
             .collect();

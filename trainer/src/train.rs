@@ -44,7 +44,7 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use hark::frontend::FrontendConfig;
@@ -239,6 +239,11 @@ pub enum StopMetric {
     BalancedAccuracy,
     /// Validation loss (lower is better).
     Loss,
+    /// Validation mean average precision of the event classes (higher is better): how well
+    /// the scores rank each class's frames (or windows) above the rest, whatever the
+    /// threshold. What a detector tuned per class afterwards needs; balanced accuracy takes
+    /// the argmax, which says little when most supervised frames are background.
+    MeanAp,
 }
 
 /// Early stopping.
@@ -501,6 +506,9 @@ pub struct EpochRecord {
     pub val_accuracy: f64,
     /// Validation macro F1.
     pub val_macro_f1: f64,
+    /// Validation mean average precision of the event classes ([`mean_average_precision`]).
+    #[serde(default)]
+    pub val_mean_ap: f64,
     /// Wall-clock seconds of the epoch (training and validation).
     pub seconds: f64,
 }
@@ -743,7 +751,7 @@ pub fn evaluate(
     set: &ExampleSet,
     batch: usize,
 ) -> WindowMetrics {
-    let (pred, _) = classify(net, clf, set, batch, None);
+    let (pred, _, _) = classify(net, clf, set, batch, None);
     window_metrics(&set.labels, &pred, &set.classes)
 }
 
@@ -754,9 +762,10 @@ fn classify(
     set: &ExampleSet,
     batch: usize,
     weights: Option<&[f32]>,
-) -> (Vec<usize>, f64) {
+) -> (Vec<usize>, Vec<f32>, f64) {
     let device = Default::default();
     let mut pred = Vec::with_capacity(set.len());
+    let mut probs = Vec::with_capacity(set.len() * set.classes.len());
     let (mut loss, mut wsum) = (0.0f64, 0.0f64);
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
@@ -768,6 +777,7 @@ fn classify(
             loss += l * bw;
             wsum += bw;
         }
+        probs.extend(host(softmax(logits.clone(), 1)));
         let arg = logits.argmax(1).into_data().convert::<i64>();
         pred.extend(
             arg.to_vec::<i64>()
@@ -776,7 +786,7 @@ fn classify(
                 .map(|&v| v as usize),
         );
     }
-    (pred, if wsum > 0.0 { loss / wsum } else { 0.0 })
+    (pred, probs, if wsum > 0.0 { loss / wsum } else { 0.0 })
 }
 
 /// Frame-level validation for sets whose events carry extents (the `stream` layout): the
@@ -849,9 +859,9 @@ fn classify_frames(
     batch: usize,
     ft: &FrameTargets,
     weights: Option<&[f32]>,
-) -> (Vec<usize>, Vec<usize>, f64) {
+) -> (Vec<usize>, Vec<usize>, Vec<f32>, f64) {
     let device = Default::default();
-    let (mut pred, mut labels) = (Vec::new(), Vec::new());
+    let (mut pred, mut labels, mut probs) = (Vec::new(), Vec::new(), Vec::new());
     let (mut loss, mut wsum) = (0.0f64, 0.0f64);
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
@@ -868,6 +878,7 @@ fn classify_frames(
             loss += l * bw;
             wsum += bw;
         }
+        probs.extend(host(softmax(logits.clone(), 1)));
         let arg = logits.argmax(1).into_data().convert::<i64>();
         pred.extend(
             arg.to_vec::<i64>()
@@ -877,7 +888,69 @@ fn classify_frames(
         );
         labels.extend(y);
     }
-    (pred, labels, if wsum > 0.0 { loss / wsum } else { 0.0 })
+    (
+        pred,
+        labels,
+        probs,
+        if wsum > 0.0 { loss / wsum } else { 0.0 },
+    )
+}
+
+/// Mean average precision over the classes other than `background` that have at least one
+/// positive: for class `c`, the rows sorted by `scores[row * n + c]` (descending), the mean
+/// of the precision at each row labelled `c`. Ties are broken by row order. 0 when no class
+/// has a positive.
+pub fn mean_average_precision(
+    labels: &[usize],
+    scores: &[f32],
+    n: usize,
+    background: usize,
+) -> f64 {
+    let mut aps = Vec::new();
+    for c in (0..n).filter(|&c| c != background) {
+        let positives = labels.iter().filter(|&&l| l == c).count();
+        if positives == 0 {
+            continue;
+        }
+        let mut order: Vec<usize> = (0..labels.len()).collect();
+        order.sort_by(|&a, &b| scores[b * n + c].total_cmp(&scores[a * n + c]));
+        let (mut hits, mut sum) = (0usize, 0.0f64);
+        for (rank, &row) in order.iter().enumerate() {
+            if labels[row] == c {
+                hits += 1;
+                sum += hits as f64 / (rank + 1) as f64;
+            }
+        }
+        aps.push(sum / positives as f64);
+    }
+    if aps.is_empty() {
+        0.0
+    } else {
+        aps.iter().sum::<f64>() / aps.len() as f64
+    }
+}
+
+/// Per-class scores of embeddings under a centroid loss: minus the distance to the class's
+/// nearest centroid (`-inf` for a class without clusters), `rows × classes`.
+fn centroid_scores(loss: &CentroidLoss, emb: &[f32], n_classes: usize) -> Vec<f32> {
+    let d = loss.dim();
+    let (cents, owner) = (loss.centroids(), loss.cluster_class());
+    let mut out = Vec::with_capacity(emb.len() / d.max(1) * n_classes);
+    for e in emb.chunks_exact(d) {
+        let mut best = vec![f32::NEG_INFINITY; n_classes];
+        for (k, c) in cents.chunks_exact(d).enumerate() {
+            let dist = e
+                .iter()
+                .zip(c)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>()
+                .sqrt();
+            let s = &mut best[owner[k]];
+            *s = s.max(-dist);
+        }
+        out.extend(best);
+    }
+    out
 }
 
 /// The class of the centroid nearest to an embedding.
@@ -1121,7 +1194,7 @@ fn is_better(metric: StopMetric, value: f64, best: Option<f64>, min_delta: f64) 
     match best {
         None => true,
         Some(b) => match metric {
-            StopMetric::BalancedAccuracy => value > b + min_delta,
+            StopMetric::BalancedAccuracy | StopMetric::MeanAp => value > b + min_delta,
             StopMetric::Loss => value < b - min_delta,
         },
     }
@@ -1263,7 +1336,7 @@ impl Ctx<'_> {
         &self,
         net: &EmbeddingNet<Cpu>,
         loss: &CentroidLoss,
-    ) -> Result<(f64, WindowMetrics), TrainError> {
+    ) -> Result<(f64, WindowMetrics, f64), TrainError> {
         let val = &self.data.val;
         let d = loss.dim();
         let (emb, val_labels) = match frame_validation(self.cfg, val) {
@@ -1292,7 +1365,14 @@ impl Ctx<'_> {
             );
             vloss = host(loss.forward(t, &labels, &ids)?)[0] as f64;
         }
-        Ok((vloss, window_metrics(&val_labels, &pred, &val.classes)))
+        let n = val.classes.len();
+        let ap = mean_average_precision(
+            &val_labels,
+            &centroid_scores(loss, &emb, n),
+            n,
+            val.background_label(),
+        );
+        Ok((vloss, window_metrics(&val_labels, &pred, &val.classes), ap))
     }
 
     fn record_epoch(
@@ -1302,6 +1382,7 @@ impl Ctx<'_> {
         train_loss: f64,
         val_loss: f64,
         m: &WindowMetrics,
+        mean_ap: f64,
         start: Instant,
     ) -> EpochRecord {
         let r = EpochRecord {
@@ -1312,6 +1393,7 @@ impl Ctx<'_> {
             val_balanced_accuracy: m.balanced_accuracy,
             val_accuracy: m.accuracy,
             val_macro_f1: m.macro_f1,
+            val_mean_ap: mean_ap,
             seconds: start.elapsed().as_secs_f64(),
         };
         self.history.push(r.clone());
@@ -1347,6 +1429,7 @@ impl Ctx<'_> {
         match self.cfg.early_stopping.metric {
             StopMetric::BalancedAccuracy => r.val_balanced_accuracy,
             StopMetric::Loss => r.val_loss,
+            StopMetric::MeanAp => r.val_mean_ap,
         }
     }
 
@@ -1356,11 +1439,11 @@ impl Ctx<'_> {
         };
         let dir = dir.parent().unwrap_or(dir);
         let mut csv = String::from(
-            "stage,epoch,train_loss,val_loss,val_balanced_accuracy,val_accuracy,val_macro_f1,seconds\n",
+            "stage,epoch,train_loss,val_loss,val_balanced_accuracy,val_accuracy,val_macro_f1,val_mean_ap,seconds\n",
         );
         for r in &self.history {
             csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{:.3}\n",
+                "{},{},{},{},{},{},{},{},{:.3}\n",
                 r.stage,
                 r.epoch,
                 r.train_loss,
@@ -1368,6 +1451,7 @@ impl Ctx<'_> {
                 r.val_balanced_accuracy,
                 r.val_accuracy,
                 r.val_macro_f1,
+                r.val_mean_ap,
                 r.seconds
             ));
         }
@@ -1444,8 +1528,16 @@ impl Ctx<'_> {
                 loss.update_centroids(&e.inner(), &ids)?;
                 self.batch_done(STAGE, epoch, b, n_batches, sum / count as f64);
             }
-            let (vloss, m) = self.validate_embedding(&net.valid(), &loss)?;
-            let r = self.record_epoch(STAGE, epoch + 1, sum / count.max(1) as f64, vloss, &m, t0);
+            let (vloss, m, ap) = self.validate_embedding(&net.valid(), &loss)?;
+            let r = self.record_epoch(
+                STAGE,
+                epoch + 1,
+                sum / count.max(1) as f64,
+                vloss,
+                &m,
+                ap,
+                t0,
+            );
             let v = self.stop_value(&r);
             let es = &self.cfg.early_stopping;
             if is_better(es.metric, v, best, es.min_delta) {
@@ -1563,7 +1655,7 @@ impl Ctx<'_> {
                 }
                 self.batch_done(stage, epoch, b, n_batches, sum / count as f64);
             }
-            let (pred, reference, vloss) = match frame_validation(self.cfg, &self.data.val) {
+            let (pred, reference, probs, vloss) = match frame_validation(self.cfg, &self.data.val) {
                 Some(ft) => classify_frames(
                     &net.valid(),
                     &clf.valid(),
@@ -1573,18 +1665,29 @@ impl Ctx<'_> {
                     Some(&weights),
                 ),
                 None => {
-                    let (p, l) = classify(
+                    let (p, pr, l) = classify(
                         &net.valid(),
                         &clf.valid(),
                         &self.data.val,
                         self.cfg.batch_size,
                         Some(&weights),
                     );
-                    (p, self.data.val.labels.clone(), l)
+                    (p, self.data.val.labels.clone(), pr, l)
                 }
             };
             let m = window_metrics(&reference, &pred, &self.data.classes);
-            let r = self.record_epoch(stage, epoch + 1, sum / count.max(1) as f64, vloss, &m, t0);
+            let n = self.data.classes.len();
+            let ap =
+                mean_average_precision(&reference, &probs, n, self.data.val.background_label());
+            let r = self.record_epoch(
+                stage,
+                epoch + 1,
+                sum / count.max(1) as f64,
+                vloss,
+                &m,
+                ap,
+                t0,
+            );
             let v = self.stop_value(&r);
             let es = &self.cfg.early_stopping;
             if is_better(es.metric, v, best, es.min_delta) {
@@ -1715,7 +1818,7 @@ pub fn train_prepared(
     let (net, classifier) = (net.valid(), clf.valid());
     let val_metrics = match frame_validation(cfg, &data.val) {
         Some(ft) => {
-            let (pred, reference, _) =
+            let (pred, reference, _, _) =
                 classify_frames(&net, &classifier, &data.val, cfg.batch_size, ft, None);
             window_metrics(&reference, &pred, &data.classes)
         }
@@ -2518,6 +2621,25 @@ mod tests {
             assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-4);
         }
         assert!(clip.samples.len() as f32 / RATE > 0.2);
+    }
+
+    #[test]
+    fn mean_average_precision_hand_computed() {
+        // Three classes, background 0; class 2 has no positive and is left out.
+        let labels = [1, 0, 1, 0];
+        let scores = [
+            0.1, 0.9, 0.0, // row 0: class 1 ranked first
+            0.2, 0.8, 0.0, // row 1: a background row above the second positive
+            0.3, 0.7, 0.0, //
+            0.9, 0.1, 0.0,
+        ];
+        // Precision 1/1 at the first positive, 2/3 at the second.
+        let ap = mean_average_precision(&labels, &scores, 3, 0);
+        assert!((ap - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-9, "{ap}");
+        // A perfect ranking scores 1, and no positives at all scores 0.
+        let perfect = [0.0, 0.9, 0.0, 0.0, 0.1, 0.0, 0.0, 0.8, 0.0, 0.0, 0.0, 0.0];
+        assert_eq!(mean_average_precision(&labels, &perfect, 3, 0), 1.0);
+        assert_eq!(mean_average_precision(&[0, 0], &[0.5; 6], 3, 0), 0.0);
     }
 
     #[test]
