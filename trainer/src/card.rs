@@ -460,16 +460,29 @@ pub fn model_card(input: &CardInput) -> String {
 
     // Evaluation.
     let m = input.val_metrics;
+    let frames = cfg.examples.layout == crate::examples::Layout::Stream
+        && cfg.examples.frame_targets.is_some();
+    let (level, unit) = if frames {
+        (
+            "frame level: the most probable class at every supervised frame of a window",
+            "frames",
+        )
+    } else {
+        (
+            "window level: the most probable class at a window's last frame",
+            "windows",
+        )
+    };
     let _ = writeln!(s, "## Evaluation\n");
     let _ = writeln!(
         s,
-        "On the validation split (window level: the most probable class at a window's last \
-         frame), from `summary.json`: balanced accuracy {:.3}, accuracy {:.3}, macro F1 {:.3}.\n",
+        "On the validation split ({level}), from `summary.json`: balanced accuracy {:.3}, \
+         accuracy {:.3}, macro F1 {:.3}.\n",
         m.balanced_accuracy, m.accuracy, m.macro_f1
     );
     let _ = writeln!(
         s,
-        "| class | windows | precision | recall | F1 |\n|---|---|---|---|---|"
+        "| class | {unit} | precision | recall | F1 |\n|---|---|---|---|---|"
     );
     for c in &m.classes {
         let _ = writeln!(
