@@ -1380,9 +1380,7 @@ impl Ctx<'_> {
         stage: &str,
         epoch: usize,
         train_loss: f64,
-        val_loss: f64,
-        m: &WindowMetrics,
-        mean_ap: f64,
+        (val_loss, m, mean_ap): (f64, &WindowMetrics, f64),
         start: Instant,
     ) -> EpochRecord {
         let r = EpochRecord {
@@ -1533,9 +1531,7 @@ impl Ctx<'_> {
                 STAGE,
                 epoch + 1,
                 sum / count.max(1) as f64,
-                vloss,
-                &m,
-                ap,
+                (vloss, &m, ap),
                 t0,
             );
             let v = self.stop_value(&r);
@@ -1683,9 +1679,7 @@ impl Ctx<'_> {
                 stage,
                 epoch + 1,
                 sum / count.max(1) as f64,
-                vloss,
-                &m,
-                ap,
+                (vloss, &m, ap),
                 t0,
             );
             let v = self.stop_value(&r);
