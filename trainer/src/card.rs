@@ -671,6 +671,82 @@ pub struct Exported {
 /// Exports a finished run (`run_dir`, see [`load_trained`]) to `onnx` and writes its model
 /// card beside it (same name, `.md`); `thresholds` (see [`load_thresholds`]) replaces the
 /// run's thresholds.
+/// Averages trained runs into one model (`hark-train merge`): single LSTM runs of one shape,
+/// classes and frontend (say the clustered-centroid model and the class-weighted baseline of
+/// one configuration). Their step graphs merge into one ([`crate::export::StreamingNet::merge`]:
+/// a block-diagonal LSTM, one softmax per run, the mean of the softmaxes); the metadata is the
+/// first run's, with `merged_runs` (each run's folder and method) and `combination` in its
+/// training summary, and `thresholds` (a JSON file as for [`export_run`]) when given.
+/// Returns the size of the written file in bytes.
+pub fn merge_runs(
+    run_dirs: &[PathBuf],
+    onnx: &Path,
+    thresholds: Option<&Path>,
+) -> Result<usize, TrainError> {
+    let bad = |path: &Path, problem: String| TrainError::Io {
+        path: path.to_path_buf(),
+        problem,
+    };
+    if run_dirs.len() < 2 {
+        return Err(bad(onnx, "merging needs at least two runs".into()));
+    }
+    let mut runs = Vec::new();
+    for d in run_dirs {
+        if d.join("ensemble.json").is_file() {
+            return Err(bad(d, "an ensemble run: merge takes single models".into()));
+        }
+        let run = load_trained(d)?;
+        if run.outcome.net.is_cnn() {
+            return Err(bad(d, "a CNN run: merge takes LSTM models only".into()));
+        }
+        runs.push(run);
+    }
+    let first = &runs[0];
+    for r in &runs[1..] {
+        if r.outcome.classes != first.outcome.classes {
+            return Err(bad(
+                &r.dir,
+                format!(
+                    "classes {:?} differ from {:?} of {}",
+                    r.outcome.classes,
+                    first.outcome.classes,
+                    first.dir.display()
+                ),
+            ));
+        }
+        if r.config.frontend != first.config.frontend {
+            return Err(bad(
+                &r.dir,
+                format!("its features differ from those of {}", first.dir.display()),
+            ));
+        }
+    }
+    let nets: Vec<_> = runs.iter().map(|r| streaming_net(&r.outcome)).collect();
+    let merged =
+        crate::export::StreamingNet::merge(&nets).map_err(|e| bad(&runs[1].dir, e.to_string()))?;
+    let mut meta = metadata(&first.config, &first.outcome);
+    meta.training["merged_runs"] = runs
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "run": r.dir.display().to_string(),
+                "method": r.config.method,
+            })
+        })
+        .collect::<Vec<_>>()
+        .into();
+    meta.training["combination"] = "mean of the runs' softmax scores".into();
+    if let Some(t) = thresholds {
+        meta.thresholds = load_thresholds(t, &meta)?;
+    }
+    let bytes = merged.to_onnx(&meta)?;
+    if let Some(parent) = onnx.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| bad(parent, e.to_string()))?;
+    }
+    fs::write(onnx, &bytes).map_err(|e| bad(onnx, e.to_string()))?;
+    Ok(bytes.len())
+}
+
 pub fn export_run(
     run_dir: &Path,
     onnx: &Path,

@@ -69,6 +69,20 @@ enum Command {
         #[arg(long)]
         thresholds: Option<PathBuf>,
     },
+    /// Average trained runs into one model: single LSTM runs of one shape, classes and
+    /// features (e.g. the centroid model and the class-weighted baseline of one
+    /// configuration); the model's scores are the mean of the runs' softmax scores.
+    Merge {
+        /// The training output folders (two or more).
+        #[arg(required = true, num_args = 2..)]
+        run_dirs: Vec<PathBuf>,
+        /// The ONNX file to write.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// JSON object of detection thresholds, as for `export`; default: the first run's.
+        #[arg(long)]
+        thresholds: Option<PathBuf>,
+    },
     /// Write evaluation audio the DCASE 2017 Task 2 way from one split of a configuration's
     /// data: 30-second mixtures with one event each (-6, 0, +6 dB), long background-only
     /// files with hard negatives (false alarms per hour), `reference.tsv`, `manifest.json`.
@@ -612,6 +626,20 @@ fn main() -> Result<()> {
             output,
             thresholds,
         } => export(run_dir, output, thresholds),
+        Command::Merge {
+            run_dirs,
+            output,
+            thresholds,
+        } => {
+            let n = hark_trainer::card::merge_runs(&run_dirs, &output, thresholds.as_deref())
+                .context("merging runs")?;
+            eprintln!(
+                "model written to {} ({n} bytes): the mean of {} runs",
+                output.display(),
+                run_dirs.len()
+            );
+            Ok(())
+        }
         Command::Mixtures {
             config,
             split,
