@@ -751,42 +751,29 @@ pub fn evaluate(
     set: &ExampleSet,
     batch: usize,
 ) -> WindowMetrics {
-    let (pred, _, _) = classify(net, clf, set, batch, None);
+    let (pred, _, _, _) = classify(net, clf, set, batch, None, None);
     window_metrics(&set.labels, &pred, &set.classes)
 }
 
-/// Predictions (argmax) and the weighted cross-entropy (when `weights` are given).
-fn classify(
+/// The embeddings of the rows `rows_of(chunk)` picks (`(b * frames + t, label)` pairs, `b`
+/// the window's place in its batch) of every window, each window from zero state, and their
+/// labels: `(embeddings [rows × dim], labels)`.
+fn embed_rows(
     net: &EmbeddingNet<Cpu>,
-    clf: &Classifier<Cpu>,
     set: &ExampleSet,
     batch: usize,
-    weights: Option<&[f32]>,
-) -> (Vec<usize>, Vec<f32>, f64) {
+    rows_of: impl Fn(&[usize]) -> Vec<(usize, usize)>,
+) -> (Vec<f32>, Vec<usize>) {
     let device = Default::default();
-    let mut pred = Vec::with_capacity(set.len());
-    let mut probs = Vec::with_capacity(set.len() * set.classes.len());
-    let (mut loss, mut wsum) = (0.0f64, 0.0f64);
+    let (mut emb, mut labels) = (Vec::new(), Vec::new());
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
-        let (x, y) = set.batch::<Cpu>(chunk, &device);
-        let logits = clf.forward(net.forward(x));
-        if let Some(w) = weights {
-            let bw: f64 = y.iter().map(|&l| w[l] as f64).sum();
-            let l = host(weighted_cross_entropy(logits.clone(), &y, w))[0] as f64;
-            loss += l * bw;
-            wsum += bw;
-        }
-        probs.extend(host(softmax(logits.clone(), 1)));
-        let arg = logits.argmax(1).into_data().convert::<i64>();
-        pred.extend(
-            arg.to_vec::<i64>()
-                .expect("int tensor data")
-                .iter()
-                .map(|&v| v as usize),
-        );
+        let (x, _) = set.batch::<Cpu>(chunk, &device);
+        let rows = rows_of(chunk);
+        emb.extend(host(select_rows(net.forward_frames(x), &rows)));
+        labels.extend(rows.iter().map(|&(_, l)| l));
     }
-    (pred, probs, if wsum > 0.0 { loss / wsum } else { 0.0 })
+    (emb, labels)
 }
 
 /// Frame-level validation for sets whose events carry extents (the `stream` layout): the
@@ -798,16 +785,7 @@ pub fn embed_frames(
     batch: usize,
     ft: &FrameTargets,
 ) -> (Vec<f32>, Vec<usize>) {
-    let device = Default::default();
-    let (mut emb, mut labels) = (Vec::new(), Vec::new());
-    let idx: Vec<usize> = (0..set.len()).collect();
-    for chunk in idx.chunks(batch.max(1)) {
-        let (x, _) = set.batch::<Cpu>(chunk, &device);
-        let rows = set.frame_targets(chunk, Some(ft));
-        emb.extend(host(select_rows(net.forward_frames(x), &rows)));
-        labels.extend(rows.iter().map(|&(_, l)| l));
-    }
-    (emb, labels)
+    embed_rows(net, set, batch, |chunk| set.frame_targets(chunk, Some(ft)))
 }
 
 /// One embedding per window, for clustering windows whose events carry extents: the
@@ -819,13 +797,9 @@ pub fn embed_spans(
     batch: usize,
     ft: &FrameTargets,
 ) -> Vec<f32> {
-    let device = Default::default();
-    let mut out = Vec::with_capacity(set.len() * net.embedding());
-    let idx: Vec<usize> = (0..set.len()).collect();
     let last = set.frames as i64 - 1;
-    for chunk in idx.chunks(batch.max(1)) {
-        let (x, _) = set.batch::<Cpu>(chunk, &device);
-        let rows: Vec<(usize, usize)> = chunk
+    let middle = |chunk: &[usize]| {
+        chunk
             .iter()
             .enumerate()
             .map(|(b, &i)| {
@@ -834,10 +808,9 @@ pub fn embed_spans(
                     .map_or(last, |(a, z)| ((a + z.min(last)) / 2).clamp(0, last));
                 (b * set.frames + t as usize, set.labels[i])
             })
-            .collect();
-        out.extend(host(select_rows(net.forward_frames(x), &rows)));
-    }
-    out
+            .collect()
+    };
+    embed_rows(net, set, batch, middle).0
 }
 
 /// The frame targets to validate on: `Some` when the validation set's events carry extents
@@ -850,14 +823,15 @@ fn frame_validation<'a>(cfg: &'a TrainConfig, val: &ExampleSet) -> Option<&'a Fr
         .filter(|_| !val.ends.is_empty())
 }
 
-/// Predictions (argmax), reference labels and the weighted cross-entropy (when `weights` are
-/// given) of every supervised frame of `set` under `ft`.
-fn classify_frames(
+/// Predictions (argmax), reference labels, softmax scores (`rows × classes`) and the weighted
+/// cross-entropy (when `weights` are given): of every supervised frame of `set` under `ft`
+/// ([`frame_validation`]), or of each window's last frame when `ft` is `None`.
+fn classify(
     net: &EmbeddingNet<Cpu>,
     clf: &Classifier<Cpu>,
     set: &ExampleSet,
     batch: usize,
-    ft: &FrameTargets,
+    ft: Option<&FrameTargets>,
     weights: Option<&[f32]>,
 ) -> (Vec<usize>, Vec<usize>, Vec<f32>, f64) {
     let device = Default::default();
@@ -865,13 +839,19 @@ fn classify_frames(
     let (mut loss, mut wsum) = (0.0f64, 0.0f64);
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
-        let (x, _) = set.batch::<Cpu>(chunk, &device);
-        let rows = set.frame_targets(chunk, Some(ft));
-        if rows.is_empty() {
-            continue;
-        }
-        let y: Vec<usize> = rows.iter().map(|&(_, l)| l).collect();
-        let logits = clf.forward(select_rows(net.forward_frames(x), &rows));
+        let (x, window_labels) = set.batch::<Cpu>(chunk, &device);
+        let (emb, y) = match ft {
+            None => (net.forward(x), window_labels),
+            Some(ft) => {
+                let rows = set.frame_targets(chunk, Some(ft));
+                if rows.is_empty() {
+                    continue;
+                }
+                let y = rows.iter().map(|&(_, l)| l).collect();
+                (select_rows(net.forward_frames(x), &rows), y)
+            }
+        };
+        let logits = clf.forward(emb);
         if let Some(w) = weights {
             let bw: f64 = y.iter().map(|&l| w[l] as f64).sum();
             let l = host(weighted_cross_entropy(logits.clone(), &y, w))[0] as f64;
@@ -939,12 +919,7 @@ fn centroid_scores(loss: &CentroidLoss, emb: &[f32], n_classes: usize) -> Vec<f3
     for e in emb.chunks_exact(d) {
         let mut best = vec![f32::NEG_INFINITY; n_classes];
         for (k, c) in cents.chunks_exact(d).enumerate() {
-            let dist = e
-                .iter()
-                .zip(c)
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum::<f32>()
-                .sqrt();
+            let dist = crate::kmeans::squared_distance(e, c).sqrt() as f32;
             let s = &mut best[owner[k]];
             *s = s.max(-dist);
         }
@@ -1651,26 +1626,14 @@ impl Ctx<'_> {
                 }
                 self.batch_done(stage, epoch, b, n_batches, sum / count as f64);
             }
-            let (pred, reference, probs, vloss) = match frame_validation(self.cfg, &self.data.val) {
-                Some(ft) => classify_frames(
-                    &net.valid(),
-                    &clf.valid(),
-                    &self.data.val,
-                    self.cfg.batch_size,
-                    ft,
-                    Some(&weights),
-                ),
-                None => {
-                    let (p, pr, l) = classify(
-                        &net.valid(),
-                        &clf.valid(),
-                        &self.data.val,
-                        self.cfg.batch_size,
-                        Some(&weights),
-                    );
-                    (p, self.data.val.labels.clone(), pr, l)
-                }
-            };
+            let (pred, reference, probs, vloss) = classify(
+                &net.valid(),
+                &clf.valid(),
+                &self.data.val,
+                self.cfg.batch_size,
+                frame_validation(self.cfg, &self.data.val),
+                Some(&weights),
+            );
             let m = window_metrics(&reference, &pred, &self.data.classes);
             let n = self.data.classes.len();
             let ap =
@@ -1810,14 +1773,15 @@ pub fn train_prepared(
         }
     };
     let (net, classifier) = (net.valid(), clf.valid());
-    let val_metrics = match frame_validation(cfg, &data.val) {
-        Some(ft) => {
-            let (pred, reference, _, _) =
-                classify_frames(&net, &classifier, &data.val, cfg.batch_size, ft, None);
-            window_metrics(&reference, &pred, &data.classes)
-        }
-        None => evaluate(&net, &classifier, &data.val, cfg.batch_size),
-    };
+    let (pred, reference, _, _) = classify(
+        &net,
+        &classifier,
+        &data.val,
+        cfg.batch_size,
+        frame_validation(cfg, &data.val),
+        None,
+    );
+    let val_metrics = window_metrics(&reference, &pred, &data.classes);
     if let Some(d) = &opts.out_dir
         && cfg.plots
         && !ctx.interrupted
