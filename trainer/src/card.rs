@@ -740,11 +740,20 @@ pub fn merge_runs(
         meta.thresholds = load_thresholds(t, &meta)?;
     }
     let bytes = merged.to_onnx(&meta)?;
-    if let Some(parent) = onnx.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(|e| bad(parent, e.to_string()))?;
-    }
-    fs::write(onnx, &bytes).map_err(|e| bad(onnx, e.to_string()))?;
+    write_creating_dir(onnx, &bytes)?;
     Ok(bytes.len())
+}
+
+/// Writes `bytes` to `path`, creating its folder first.
+fn write_creating_dir(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let err = |p: &Path, e: std::io::Error| TrainError::Io {
+        path: p.to_path_buf(),
+        problem: e.to_string(),
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| err(parent, e))?;
+    }
+    fs::write(path, bytes).map_err(|e| err(path, e))
 }
 
 pub fn export_run(
@@ -780,10 +789,7 @@ pub fn export_run(
             problem: e.to_string(),
         }
     };
-    if let Some(parent) = onnx.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    fs::write(onnx, &bytes).map_err(io(onnx))?;
+    write_creating_dir(onnx, &bytes)?;
     let architecture = Architecture {
         n_mels: sn.n_mels,
         layers: sn.layers(),
