@@ -1,12 +1,25 @@
-//! `hark-train train` then `hark-train export` through the binary.
+//! `hark-train train` then `hark-train export` (and `merge`) through the binary.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::process::Command;
 
+/// Runs `hark-train` with `args`: whether it succeeded, and its standard error.
+fn hark_train<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hark-train"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn train_then_export_through_the_command_line() {
-    let bin = env!("CARGO_BIN_EXE_hark-train");
     let tmp = tempfile::tempdir().unwrap();
+    let p = |s: &str| tmp.path().join(s).into_os_string();
     // configs/tiny.toml with one epoch per stage.
     let tiny = include_str!("../configs/tiny.toml");
     assert!(tiny.contains("\nepochs = 12") && tiny.contains("classifier_epochs = 6"));
@@ -18,29 +31,22 @@ fn train_then_export_through_the_command_line() {
     )
     .unwrap();
     let run_dir = tmp.path().join("run");
-    let out = Command::new(bin)
-        .arg("train")
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&run_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, stderr) = hark_train([
+        "train".as_ref(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        "--out".as_ref(),
+        run_dir.as_os_str(),
+    ]);
+    assert!(ok, "{stderr}");
     let onnx = tmp.path().join("models").join("tiny.onnx");
-    let out = Command::new(bin)
-        .arg("export")
-        .arg(&run_dir)
-        .arg("-o")
-        .arg(&onnx)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (ok, stderr) = hark_train([
+        "export".as_ref(),
+        run_dir.as_os_str(),
+        "-o".as_ref(),
+        onnx.as_os_str(),
+    ]);
+    assert!(ok, "{stderr}");
     assert!(stderr.contains("tiny.md"), "{stderr}");
     let model = hark::model::Model::load(&onnx).unwrap();
     assert_eq!(model.metadata().classes[0], "background");
@@ -59,43 +65,27 @@ fn train_then_export_through_the_command_line() {
 
     // A second run (the class-weighted baseline, same data), exported alone and merged with
     // the first: the merged model's scores are the mean of the two models' scores.
-    let run2 = tmp.path().join("run2");
-    let out = Command::new(bin)
-        .args(["train", "--method", "weighted_ce", "--config"])
-        .arg(&cfg)
-        .arg("--out")
-        .arg(&run2)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let onnx2 = tmp.path().join("models").join("tiny2.onnx");
-    let out = Command::new(bin)
-        .arg("export")
-        .arg(&run2)
-        .arg("-o")
-        .arg(&onnx2)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let merged = tmp.path().join("models").join("merged.onnx");
-    let out = Command::new(bin)
-        .arg("merge")
-        .arg(&run_dir)
-        .arg(&run2)
-        .arg("-o")
-        .arg(&merged)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (run2, onnx2, merged) = (p("run2"), p("models/tiny2.onnx"), p("models/merged.onnx"));
+    let (ok, stderr) = hark_train([
+        "train".as_ref(),
+        "--method".as_ref(),
+        "weighted_ce".as_ref(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        "--out".as_ref(),
+        run2.as_os_str(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = hark_train([OsStr::new("export"), &run2, "-o".as_ref(), &onnx2]);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = hark_train([
+        OsStr::new("merge"),
+        run_dir.as_os_str(),
+        &run2,
+        "-o".as_ref(),
+        &merged,
+    ]);
+    assert!(ok, "{stderr}");
     assert!(stderr.contains("the mean of 2 runs"), "{stderr}");
     let m = hark::model::Model::load(&merged).unwrap();
     assert_eq!(m.metadata().classes, model.metadata().classes);
@@ -122,34 +112,30 @@ fn train_then_export_through_the_command_line() {
     // The two runs differ (else the check above says nothing).
     assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-3));
     // One run is not enough, and a folder that is not a run is named.
-    let out = Command::new(bin)
-        .arg("merge")
-        .arg(&run_dir)
-        .arg("-o")
-        .arg(tmp.path().join("m1.onnx"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let out = Command::new(bin)
-        .arg("merge")
-        .arg(&run_dir)
-        .arg(tmp.path())
-        .arg("-o")
-        .arg(tmp.path().join("m2.onnx"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no checkpoint"));
+    let (ok, _) = hark_train([
+        OsStr::new("merge"),
+        run_dir.as_os_str(),
+        "-o".as_ref(),
+        &p("m1.onnx"),
+    ]);
+    assert!(!ok);
+    let (ok, stderr) = hark_train([
+        OsStr::new("merge"),
+        run_dir.as_os_str(),
+        tmp.path().as_os_str(),
+        "-o".as_ref(),
+        &p("m2.onnx"),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("no checkpoint"), "{stderr}");
 
     // A folder that is not a run: exit status 1 and a message naming the problem.
-    let out = Command::new(bin)
-        .arg("export")
-        .arg(tmp.path())
-        .arg("-o")
-        .arg(tmp.path().join("x.onnx"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, stderr) = hark_train([
+        OsStr::new("export"),
+        tmp.path().as_os_str(),
+        "-o".as_ref(),
+        &p("x.onnx"),
+    ]);
+    assert!(!ok);
     assert!(stderr.contains("no checkpoint"), "{stderr}");
 }
