@@ -33,6 +33,9 @@ pub struct Architecture {
     pub embedding: usize,
     /// Output classes (background included).
     pub n_classes: usize,
+    /// Runs averaged into the model (1 for a single run; see [`merge_runs`]); `hidden`,
+    /// `embedding` and `n_classes` are each run's.
+    pub runs: usize,
     /// Trainable parameters of the embedding network and the classifier.
     pub parameters: usize,
     /// [`crate::export::StreamingNet::multiply_adds_per_hop`].
@@ -74,24 +77,35 @@ pub struct CardInput<'a> {
     pub name: &'a str,
     /// The ONNX file's name.
     pub file_name: &'a str,
-    /// The training configuration.
+    /// The training configuration (of the first run, when the model merges several).
     pub config: &'a TrainConfig,
-    /// The configuration as the run wrote it (`config.toml`).
-    pub config_toml: &'a str,
     /// The exported metadata (classes, thresholds, frontend).
     pub metadata: &'a ModelMetadata,
     /// The network.
     pub architecture: Architecture,
-    /// `metrics.json`: every epoch.
-    pub history: &'a [EpochRecord],
-    /// `summary.json`'s validation metrics of the exported models.
-    pub val_metrics: &'a WindowMetrics,
-    /// `checkpoint/data.json`.
+    /// The trained runs in the model: one, or those [`merge_runs`] averaged.
+    pub runs: &'a [RunPart<'a>],
+    /// `checkpoint/data.json` (of the first run).
     pub data: &'a RunData,
     /// The configuration's data sources.
     pub sources: &'a [SourceSummary],
     /// The commands that reproduce the model.
     pub reproduce: &'a str,
+}
+
+/// One trained run of a model: what its model card shows of it.
+#[derive(Debug, Clone)]
+pub struct RunPart<'a> {
+    /// A short name (the run folder's name), shown when a model merges several runs.
+    pub label: String,
+    /// The method.
+    pub method: Method,
+    /// The configuration as the run wrote it (`config.toml`).
+    pub config_toml: &'a str,
+    /// `metrics.json`: every epoch.
+    pub history: &'a [EpochRecord],
+    /// `summary.json`'s validation metrics of the run's best models.
+    pub val_metrics: &'a WindowMetrics,
 }
 
 /// Fewer training clips than this in an event class is listed as a weakness.
@@ -212,6 +226,15 @@ fn counts(m: &BTreeMap<String, usize>) -> String {
         .join(", ")
 }
 
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Centroid => "centroid",
+        Method::WeightedCe => "weighted_ce",
+        Method::Ce => "ce",
+        Method::Focal => "focal",
+    }
+}
+
 fn method_text(m: Method) -> &'static str {
     match m {
         Method::Centroid => {
@@ -240,21 +263,27 @@ pub fn model_card(input: &CardInput) -> String {
     let a = &input.architecture;
     let data = input.data;
     let synthetic_only = cfg.data.sources.is_empty() && cfg.data.synthetic.is_some();
+    let merged = input.runs.len() > 1;
     let _ = writeln!(s, "# {}\n", input.name);
+    let how = match input.runs {
+        [one] => format!("with the `{}` method", method_name(one.method)),
+        runs => format!(
+            "as the mean of the scores of {} runs of one configuration ({})",
+            runs.len(),
+            runs.iter()
+                .map(|r| format!("`{}`: method `{}`", r.label, method_name(r.method)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    };
     let _ = writeln!(
         s,
-        "Streaming sound event detector for hark (`{}`), trained by {} with the `{}` method.{}\n",
+        "Streaming sound event detector for hark (`{}`), trained by {} {how}.{}\n",
         input.file_name,
         meta.training
             .get("trainer")
             .and_then(|t| t.as_str())
             .unwrap_or("hark-trainer"),
-        match cfg.method {
-            Method::Centroid => "centroid",
-            Method::WeightedCe => "weighted_ce",
-            Method::Ce => "ce",
-            Method::Focal => "focal",
-        },
         if synthetic_only {
             " It was **trained on synthetic sounds only** (see Data)."
         } else {
@@ -312,21 +341,45 @@ pub fn model_card(input: &CardInput) -> String {
     // Architecture.
     let _ = writeln!(s, "## Architecture\n");
     let _ = writeln!(s, "| part | size |\n|---|---|");
-    let _ = writeln!(
-        s,
-        "| LSTM | {} layer(s) × {} hidden (input {} bands) |",
-        a.layers, a.hidden, a.n_mels
-    );
-    let _ = writeln!(
-        s,
-        "| embedding | {} (linear projection of the last LSTM output) |",
-        a.embedding
-    );
-    let _ = writeln!(
-        s,
-        "| classifier | linear {} → {} classes, softmax |",
-        a.embedding, a.n_classes
-    );
+    if a.runs > 1 {
+        let _ = writeln!(
+            s,
+            "| LSTM | {} layer(s) × {} hidden (input {} bands): the {} runs' LSTMs of {} side by \
+             side, block-diagonal (each run's units see only their own state) |",
+            a.layers,
+            a.runs * a.hidden,
+            a.n_mels,
+            a.runs,
+            a.hidden
+        );
+        let _ = writeln!(
+            s,
+            "| embedding | {} × {} (each run's linear projection of its last LSTM output) |",
+            a.runs, a.embedding
+        );
+        let _ = writeln!(
+            s,
+            "| classifier | per run linear {} → {} classes, softmax; the model's scores are \
+             the mean of the runs' softmaxes |",
+            a.embedding, a.n_classes
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "| LSTM | {} layer(s) × {} hidden (input {} bands) |",
+            a.layers, a.hidden, a.n_mels
+        );
+        let _ = writeln!(
+            s,
+            "| embedding | {} (linear projection of the last LSTM output) |",
+            a.embedding
+        );
+        let _ = writeln!(
+            s,
+            "| classifier | linear {} → {} classes, softmax |",
+            a.embedding, a.n_classes
+        );
+    }
     let _ = writeln!(s, "| parameters | {} |", a.parameters);
     let _ = writeln!(
         s,
@@ -337,13 +390,6 @@ pub fn model_card(input: &CardInput) -> String {
 
     // Training.
     let _ = writeln!(s, "## Training\n");
-    let _ = writeln!(s, "Method {}.\n", method_text(cfg.method));
-    let mut stages: Vec<&str> = Vec::new();
-    for r in input.history {
-        if !stages.contains(&r.stage.as_str()) {
-            stages.push(&r.stage);
-        }
-    }
     // The early-stopping metric: higher is better except for the loss.
     let (metric, value): (&str, fn(&EpochRecord) -> f64) = match cfg.early_stopping.metric {
         crate::train::StopMetric::BalancedAccuracy => {
@@ -352,27 +398,70 @@ pub fn model_card(input: &CardInput) -> String {
         crate::train::StopMetric::MeanAp => ("mean average precision", |r| r.val_mean_ap),
         crate::train::StopMetric::Loss => ("loss", |r| -r.val_loss),
     };
-    for st in &stages {
-        let rows: Vec<&EpochRecord> = input.history.iter().filter(|r| &r.stage == st).collect();
-        let best = rows
-            .iter()
-            .copied()
-            .fold(None::<&EpochRecord>, |b, r| match b {
-                Some(b) if value(b) >= value(r) => Some(b),
-                _ => Some(r),
-            });
-        if let Some(b) = best {
+    for run in input.runs {
+        if merged {
             let _ = writeln!(
                 s,
-                "- stage `{st}`: {} epochs; best validation {metric} {:.3} (epoch {})",
-                rows.len(),
-                value(b).abs(),
-                b.epoch
+                "Run `{}`: method {}.\n",
+                run.label,
+                method_text(run.method)
             );
+        } else {
+            let _ = writeln!(s, "Method {}.\n", method_text(run.method));
+        }
+        let mut stages: Vec<&str> = Vec::new();
+        for r in run.history {
+            if !stages.contains(&r.stage.as_str()) {
+                stages.push(&r.stage);
+            }
+        }
+        for st in &stages {
+            let rows: Vec<&EpochRecord> = run.history.iter().filter(|r| &r.stage == st).collect();
+            let best = rows
+                .iter()
+                .copied()
+                .fold(None::<&EpochRecord>, |b, r| match b {
+                    Some(b) if value(b) >= value(r) => Some(b),
+                    _ => Some(r),
+                });
+            if let Some(b) = best {
+                let _ = writeln!(
+                    s,
+                    "- stage `{st}`: {} epochs; best validation {metric} {:.3} (epoch {})",
+                    rows.len(),
+                    value(b).abs(),
+                    b.epoch
+                );
+            }
+        }
+        let _ = writeln!(s);
+    }
+    // The configuration: once when the runs differ in their method only.
+    let strip = |t: &str| -> String {
+        t.lines()
+            .filter(|l| !l.starts_with("method = "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let first = strip(input.runs.first().map_or("", |r| r.config_toml));
+    if input.runs.iter().all(|r| strip(r.config_toml) == first) {
+        let _ = writeln!(
+            s,
+            "The training configuration (`config.toml`{}):\n",
+            if merged {
+                " of the first run; the others differ in `method` only"
+            } else {
+                ""
+            }
+        );
+        let toml = input.runs.first().map_or("", |r| r.config_toml);
+        let _ = writeln!(s, "```toml\n{}\n```\n", toml.trim_end());
+    } else {
+        for run in input.runs {
+            let _ = writeln!(s, "The training configuration of run `{}`:\n", run.label);
+            let _ = writeln!(s, "```toml\n{}\n```\n", run.config_toml.trim_end());
         }
     }
-    let _ = writeln!(s, "\nThe training configuration (`config.toml`):\n");
-    let _ = writeln!(s, "```toml\n{}\n```\n", input.config_toml.trim_end());
 
     // Data.
     let _ = writeln!(s, "## Data\n");
@@ -459,7 +548,6 @@ pub fn model_card(input: &CardInput) -> String {
     );
 
     // Evaluation.
-    let m = input.val_metrics;
     let frames = cfg.examples.layout == crate::examples::Layout::Stream
         && cfg.examples.frame_targets.is_some();
     let (level, unit) = if frames {
@@ -474,51 +562,74 @@ pub fn model_card(input: &CardInput) -> String {
         )
     };
     let _ = writeln!(s, "## Evaluation\n");
-    let _ = writeln!(
-        s,
-        "On the validation split ({level}), from `summary.json`: balanced accuracy {:.3}, \
-         accuracy {:.3}, macro F1 {:.3}.\n",
-        m.balanced_accuracy, m.accuracy, m.macro_f1
-    );
-    let _ = writeln!(
-        s,
-        "| class | {unit} | precision | recall | F1 |\n|---|---|---|---|---|"
-    );
-    for c in &m.classes {
+    if merged {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.3} | {:.3} | {:.3} |",
-            c.class, c.support, c.precision, c.recall, c.f1
+            "The validation figures below are each run's own; the merged model's scores are \
+             evaluated through `hark detect` on the held-out packages (next section, when the \
+             card has it).\n"
         );
     }
-    let _ = writeln!(
-        s,
-        "\nConfusion matrix (rows: reference, columns: predicted):\n"
-    );
-    let names: Vec<&str> = m.classes.iter().map(|c| c.class.as_str()).collect();
-    let _ = writeln!(s, "| | {} |", names.join(" | "));
-    let _ = writeln!(s, "|---|{}", "---|".repeat(names.len()));
-    for (name, row) in names.iter().zip(&m.confusion) {
-        let cells: Vec<String> = row.iter().map(usize::to_string).collect();
-        let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
+    for run in input.runs {
+        let m = run.val_metrics;
+        let whose = if merged {
+            format!("Run `{}` on", run.label)
+        } else {
+            "On".to_string()
+        };
+        let _ = writeln!(
+            s,
+            "{whose} the validation split ({level}), from `summary.json`: balanced accuracy \
+             {:.3}, accuracy {:.3}, macro F1 {:.3}.\n",
+            m.balanced_accuracy, m.accuracy, m.macro_f1
+        );
+        let _ = writeln!(
+            s,
+            "| class | {unit} | precision | recall | F1 |\n|---|---|---|---|---|"
+        );
+        for c in &m.classes {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.3} | {:.3} | {:.3} |",
+                c.class, c.support, c.precision, c.recall, c.f1
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nConfusion matrix (rows: reference, columns: predicted):\n"
+        );
+        let names: Vec<&str> = m.classes.iter().map(|c| c.class.as_str()).collect();
+        let _ = writeln!(s, "| | {} |", names.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---|".repeat(names.len()));
+        for (name, row) in names.iter().zip(&m.confusion) {
+            let cells: Vec<String> = row.iter().map(usize::to_string).collect();
+            let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
+        }
+        let _ = writeln!(s);
     }
-    let _ = writeln!(s, "\nEvery epoch (`metrics.json`):\n");
+    let _ = writeln!(s, "Every epoch (`metrics.json`):\n");
     let _ = writeln!(
         s,
         "| stage | epoch | training loss | validation loss | balanced accuracy | macro F1 | mean AP |\n|---|---|---|---|---|---|---|"
     );
-    for r in input.history {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.4} | {:.4} | {:.3} | {:.3} | {:.3} |",
-            r.stage,
-            r.epoch,
-            r.train_loss,
-            r.val_loss,
-            r.val_balanced_accuracy,
-            r.val_macro_f1,
-            r.val_mean_ap
-        );
+    for run in input.runs {
+        for r in run.history {
+            let stage = if merged {
+                format!("{}/{}", run.label, r.stage)
+            } else {
+                r.stage.clone()
+            };
+            let _ = writeln!(
+                s,
+                "| {stage} | {} | {:.4} | {:.4} | {:.3} | {:.3} | {:.3} |",
+                r.epoch,
+                r.train_loss,
+                r.val_loss,
+                r.val_balanced_accuracy,
+                r.val_macro_f1,
+                r.val_mean_ap
+            );
+        }
     }
     let _ = writeln!(s);
 
@@ -579,18 +690,29 @@ fn weaknesses(input: &CardInput) -> Vec<String> {
             n(hi)
         ));
     }
-    for c in &input.val_metrics.classes {
-        if c.support > 0 && c.support < FEW_VAL_WINDOWS {
-            w.push(format!(
-                "`{}`: the validation figures rest on {} windows only.",
-                c.class, c.support
-            ));
-        }
-        if c.support > 0 && (c.recall < LOW_SCORE || c.precision < LOW_SCORE) {
-            w.push(format!(
-                "`{}`: validation precision {:.3}, recall {:.3}.",
-                c.class, c.precision, c.recall
-            ));
+    let frames = cfg.examples.layout == crate::examples::Layout::Stream
+        && cfg.examples.frame_targets.is_some();
+    let unit = if frames { "frames" } else { "windows" };
+    let merged = input.runs.len() > 1;
+    for run in input.runs {
+        let whose = if merged {
+            format!(" (run `{}`)", run.label)
+        } else {
+            String::new()
+        };
+        for c in &run.val_metrics.classes {
+            if c.support > 0 && c.support < FEW_VAL_WINDOWS {
+                w.push(format!(
+                    "`{}`: the validation figures{whose} rest on {} {unit} only.",
+                    c.class, c.support
+                ));
+            }
+            if c.support > 0 && (c.recall < LOW_SCORE || c.precision < LOW_SCORE) {
+                w.push(format!(
+                    "`{}`: validation precision {:.3}, recall {:.3}{whose}.",
+                    c.class, c.precision, c.recall
+                ));
+            }
         }
     }
     for src in input.sources {
@@ -653,7 +775,7 @@ pub fn load_thresholds(
     Ok(raw.into_iter().map(|(c, t)| (c, t as f32)).collect())
 }
 
-/// What [`export_run`] wrote.
+/// What [`export_run`] and [`merge_runs`] wrote.
 #[derive(Debug, Clone)]
 pub struct Exported {
     /// The ONNX file.
@@ -668,21 +790,18 @@ pub struct Exported {
     pub architecture: Architecture,
 }
 
-/// Exports a finished run (`run_dir`, see [`load_trained`]) to `onnx` and writes its model
-/// card beside it (same name, `.md`); `thresholds` (see [`load_thresholds`]) replaces the
-/// run's thresholds.
-/// Averages trained runs into one model (`hark-train merge`): single LSTM runs of one shape,
-/// classes and frontend (say the clustered-centroid model and the class-weighted baseline of
-/// one configuration). Their step graphs merge into one ([`crate::export::StreamingNet::merge`]:
-/// a block-diagonal LSTM, one softmax per run, the mean of the softmaxes); the metadata is the
-/// first run's, with `merged_runs` (each run's folder and method) and `combination` in its
-/// training summary, and `thresholds` (a JSON file as for [`export_run`]) when given.
-/// Returns the size of the written file in bytes.
+/// Averages trained runs into one model (`hark-train merge`) and writes its model card beside
+/// it (same name, `.md`): single LSTM runs of one shape, classes and frontend (say the
+/// clustered-centroid model and the class-weighted baseline of one configuration). Their step
+/// graphs merge into one ([`crate::export::StreamingNet::merge`]: a block-diagonal LSTM, one
+/// softmax per run, the mean of the softmaxes); the metadata is the first run's, with
+/// `merged_runs` (each run's folder and method) and `combination` in its training summary,
+/// and `thresholds` (a JSON file as for [`export_run`]) when given.
 pub fn merge_runs(
     run_dirs: &[PathBuf],
     onnx: &Path,
     thresholds: Option<&Path>,
-) -> Result<usize, TrainError> {
+) -> Result<Exported, TrainError> {
     let bad = |path: &Path, problem: String| TrainError::Io {
         path: path.to_path_buf(),
         problem,
@@ -739,9 +858,122 @@ pub fn merge_runs(
     if let Some(t) = thresholds {
         meta.thresholds = load_thresholds(t, &meta)?;
     }
-    let bytes = merged.to_onnx(&meta)?;
+    let mut reproduce = String::new();
+    for r in &runs {
+        let _ = writeln!(reproduce, "{}", train_command(r));
+    }
+    let _ = write!(
+        reproduce,
+        "hark-train merge {} -o {}",
+        runs.iter()
+            .map(|r| r.dir.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        onnx.display()
+    );
+    if let Some(t) = thresholds {
+        let _ = write!(reproduce, " --thresholds {}", t.display());
+    }
+    write_model(&runs, &merged, meta, onnx, &reproduce)
+}
+
+/// `hark-train train` of a run, as its card gives it.
+fn train_command(run: &crate::train::TrainedRun) -> String {
+    let config = run
+        .data
+        .config_path
+        .clone()
+        .unwrap_or_else(|| run.dir.join("config.toml"));
+    format!(
+        "hark-train train --config {}{} --out {}",
+        config.display(),
+        if run.data.config_path.is_some() {
+            format!(" --method {}", method_name(run.config.method))
+        } else {
+            String::new()
+        },
+        run.dir.display()
+    )
+}
+
+/// Writes `net` (with `meta`) to `onnx` and the model card of `runs` beside it.
+fn write_model(
+    runs: &[crate::train::TrainedRun],
+    net: &crate::export::StreamingNet,
+    meta: ModelMetadata,
+    onnx: &Path,
+    reproduce: &str,
+) -> Result<Exported, TrainError> {
+    let first = &runs[0];
+    let cfg = &first.config;
+    let bytes = net.to_onnx(&meta)?;
     write_creating_dir(onnx, &bytes)?;
-    Ok(bytes.len())
+    let architecture = Architecture {
+        n_mels: net.n_mels,
+        layers: net.layers(),
+        hidden: net.hidden() / runs.len(),
+        embedding: cfg.model.embedding,
+        n_classes: net.n_classes(),
+        runs: runs.len(),
+        parameters: runs
+            .iter()
+            .map(|r| r.outcome.net.num_params() + r.outcome.classifier.num_params())
+            .sum(),
+        multiply_adds_per_hop: net.multiply_adds_per_hop(),
+        file_bytes: bytes.len(),
+    };
+    let sources: Vec<SourceSummary> = cfg
+        .data
+        .sources
+        .iter()
+        .map(|s| summarise_source(s, &first.data.base_dir, &cfg.data.class_map))
+        .collect();
+    let name = onnx
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let file_name = onnx
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let parts: Vec<RunPart> = runs
+        .iter()
+        .map(|r| RunPart {
+            label: r.dir.file_name().map_or_else(
+                || r.dir.display().to_string(),
+                |n| n.to_string_lossy().into(),
+            ),
+            method: r.config.method,
+            config_toml: &r.config_toml,
+            history: &r.outcome.history,
+            val_metrics: &r.outcome.val_metrics,
+        })
+        .collect();
+    let card_text = model_card(&CardInput {
+        name: &name,
+        file_name: &file_name,
+        config: cfg,
+        metadata: &meta,
+        architecture: architecture.clone(),
+        runs: &parts,
+        data: &first.data,
+        sources: &sources,
+        reproduce,
+    });
+    let card = onnx.with_extension("md");
+    fs::write(&card, card_text).map_err(|e| TrainError::Io {
+        path: card.clone(),
+        problem: e.to_string(),
+    })?;
+    Ok(Exported {
+        onnx: onnx.to_path_buf(),
+        onnx_bytes: bytes.len(),
+        card,
+        metadata: meta,
+        architecture,
+    })
 }
 
 /// Writes `bytes` to `path`, creating its folder first.
@@ -756,6 +988,9 @@ fn write_creating_dir(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     fs::write(path, bytes).map_err(|e| err(path, e))
 }
 
+/// Exports a finished run (`run_dir`, see [`load_trained`]) to `onnx` and writes its model
+/// card beside it (same name, `.md`); `thresholds` (see [`load_thresholds`]) replaces the
+/// run's thresholds.
 pub fn export_run(
     run_dir: &Path,
     onnx: &Path,
@@ -768,91 +1003,27 @@ pub fn export_run(
         });
     }
     let run = load_trained(run_dir)?;
-    let cfg = &run.config;
-    let out = &run.outcome;
-    let mut meta = metadata(cfg, out);
+    let mut meta = metadata(&run.config, &run.outcome);
     if let Some(t) = thresholds {
         meta.thresholds = load_thresholds(t, &meta)?;
     }
-    if out.net.is_cnn() {
+    if run.outcome.net.is_cnn() {
         return Err(TrainError::Io {
             path: run_dir.to_path_buf(),
             problem: "a CNN run: `hark-train train` wrote its model.onnx; export (and the model card) handle LSTM models only".into(),
         });
     }
-    let sn = streaming_net(out);
-    let bytes = sn.to_onnx(&meta)?;
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e: std::io::Error| TrainError::Io {
-            path: p,
-            problem: e.to_string(),
-        }
-    };
-    write_creating_dir(onnx, &bytes)?;
-    let architecture = Architecture {
-        n_mels: sn.n_mels,
-        layers: sn.layers(),
-        hidden: sn.hidden(),
-        embedding: cfg.model.embedding,
-        n_classes: sn.n_classes(),
-        parameters: out.net.num_params() + out.classifier.num_params(),
-        multiply_adds_per_hop: sn.multiply_adds_per_hop(),
-        file_bytes: bytes.len(),
-    };
-    let sources: Vec<SourceSummary> = cfg
-        .data
-        .sources
-        .iter()
-        .map(|s| summarise_source(s, &run.data.base_dir, &cfg.data.class_map))
-        .collect();
-    let name = onnx
-        .file_stem()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let file_name = onnx
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let config_arg = run
-        .data
-        .config_path
-        .clone()
-        .unwrap_or_else(|| run_dir.join("config.toml"));
+    let sn = streaming_net(&run.outcome);
     let mut reproduce = format!(
-        "hark-train train --config {} --out {}\nhark-train export {} -o {}",
-        config_arg.display(),
-        run_dir.display(),
+        "{}\nhark-train export {} -o {}",
+        train_command(&run),
         run_dir.display(),
         onnx.display()
     );
     if let Some(t) = thresholds {
         let _ = write!(reproduce, " --thresholds {}", t.display());
     }
-    let card_text = model_card(&CardInput {
-        name: &name,
-        file_name: &file_name,
-        config: cfg,
-        config_toml: &run.config_toml,
-        metadata: &meta,
-        architecture: architecture.clone(),
-        history: &out.history,
-        val_metrics: &out.val_metrics,
-        data: &run.data,
-        sources: &sources,
-        reproduce: &reproduce,
-    });
-    let card = onnx.with_extension("md");
-    fs::write(&card, card_text).map_err(io(&card))?;
-    Ok(Exported {
-        onnx: onnx.to_path_buf(),
-        onnx_bytes: bytes.len(),
-        card,
-        metadata: meta,
-        architecture,
-    })
+    write_model(&[run], &sn, meta, onnx, &reproduce)
 }
 
 /// The section "Evaluation on held-out packages" of a model card: for every method, the
@@ -1228,11 +1399,17 @@ mod tests {
             files: [("glass_break".into(), 7)].into(),
             problem: None,
         }];
+        let part = RunPart {
+            label: "r".into(),
+            method: Method::WeightedCe,
+            config_toml: "method = \"weighted_ce\"\n",
+            history: &history,
+            val_metrics: &m,
+        };
         let card = model_card(&CardInput {
             name: "demo",
             file_name: "demo.onnx",
             config: &cfg,
-            config_toml: "method = \"weighted_ce\"\n",
             metadata: &metadata,
             architecture: Architecture {
                 n_mels: 64,
@@ -1240,12 +1417,12 @@ mod tests {
                 hidden: 48,
                 embedding: 16,
                 n_classes: 3,
+                runs: 1,
                 parameters: 12345,
                 multiply_adds_per_hop: 67890,
                 file_bytes: 4242,
             },
-            history: &history,
-            val_metrics: &m,
+            runs: std::slice::from_ref(&part),
             data: &data,
             sources: &sources,
             reproduce: "hark-train train --config c.toml --out r",
@@ -1294,7 +1471,6 @@ mod tests {
             name: "demo",
             file_name: "demo.onnx",
             config: &cfg,
-            config_toml: "",
             metadata: &metadata,
             architecture: Architecture {
                 n_mels: 64,
@@ -1302,12 +1478,12 @@ mod tests {
                 hidden: 8,
                 embedding: 4,
                 n_classes: 3,
+                runs: 1,
                 parameters: 1,
                 multiply_adds_per_hop: 1,
                 file_bytes: 1,
             },
-            history: &history,
-            val_metrics: &m,
+            runs: std::slice::from_ref(&part),
             data: &data,
             reproduce: "",
         });

@@ -71,7 +71,8 @@ enum Command {
     },
     /// Average trained runs into one model: single LSTM runs of one shape, classes and
     /// features (e.g. the centroid model and the class-weighted baseline of one
-    /// configuration); the model's scores are the mean of the runs' softmax scores.
+    /// configuration); the model's scores are the mean of the runs' softmax scores. Writes
+    /// its model card beside it (`NAME.md` for `NAME.onnx`).
     Merge {
         /// The training output folders (two or more).
         #[arg(required = true, num_args = 2..)]
@@ -631,12 +632,14 @@ fn main() -> Result<()> {
             output,
             thresholds,
         } => {
-            let n = hark_trainer::card::merge_runs(&run_dirs, &output, thresholds.as_deref())
+            let done = hark_trainer::card::merge_runs(&run_dirs, &output, thresholds.as_deref())
                 .context("merging runs")?;
             eprintln!(
-                "model written to {} ({n} bytes): the mean of {} runs",
+                "model written to {} ({} bytes): the mean of {} runs; model card {}",
                 output.display(),
-                run_dirs.len()
+                done.onnx_bytes,
+                run_dirs.len(),
+                done.card.display()
             );
             Ok(())
         }

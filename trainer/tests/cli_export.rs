@@ -53,10 +53,11 @@ fn train_then_export_through_the_command_line() {
     let card = fs::read_to_string(tmp.path().join("models").join("tiny.md")).unwrap();
     assert!(card.starts_with("# tiny\n"));
     assert!(card.contains("multiply-adds per hop"));
-    // The reproduction command names the configuration the run was started from.
+    // The reproduction command names the configuration the run was started from, and its
+    // method (the configuration's own, here).
     assert!(
         card.contains(&format!(
-            "hark-train train --config {} --out {}",
+            "hark-train train --config {} --method centroid --out {}",
             cfg.display(),
             run_dir.display()
         )),
@@ -87,7 +88,52 @@ fn train_then_export_through_the_command_line() {
     ]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("the mean of 2 runs"), "{stderr}");
+    // Its model card: both runs, the merged network's size and cost, how to rebuild it.
+    let card = fs::read_to_string(tmp.path().join("models").join("merged.md")).unwrap();
+    let hidden = {
+        let cfg: toml::Value = toml::from_str(tiny).unwrap();
+        cfg["model"]["hidden"].as_integer().unwrap()
+    };
+    for needle in [
+        "# merged\n".to_string(),
+        "as the mean of the scores of 2 runs of one configuration (`run`: method `centroid`; \
+         `run2`: method `weighted_ce`)"
+            .to_string(),
+        format!(
+            "1 layer(s) × {} hidden (input {} bands): the 2 runs' LSTMs of {hidden} side by side",
+            2 * hidden,
+            model.metadata().frontend.n_mels
+        ),
+        "Run `run`: method `centroid`".to_string(),
+        "Run `run2`: method `weighted_ce`".to_string(),
+        "the others differ in `method` only".to_string(),
+        "| run/embedding | 1 |".to_string(),
+        "| run2/weighted_ce | 1 |".to_string(),
+        "Run `run2` on the validation split".to_string(),
+        format!(
+            "hark-train train --config {} --method weighted_ce --out {}",
+            cfg.display(),
+            run2.display()
+        ),
+        format!(
+            "hark-train merge {} {} -o {}",
+            run_dir.display(),
+            run2.display(),
+            merged.display()
+        ),
+    ] {
+        assert!(card.contains(&needle), "missing {needle:?} in\n{card}");
+    }
     let m = hark::model::Model::load(&merged).unwrap();
+    let ma = 4 * 2 * hidden as usize * (model.metadata().frontend.n_mels + 2 * hidden as usize)
+        + 3 * 2 * hidden as usize;
+    // At least the merged LSTM's multiply-adds (the dense layers come on top).
+    let card_ma: usize = card
+        .lines()
+        .find_map(|l| l.strip_prefix("| multiply-adds per hop (10 ms) | "))
+        .and_then(|v| v.trim_end_matches(" |").parse().ok())
+        .unwrap_or_else(|| panic!("no multiply-adds in\n{card}"));
+    assert!(card_ma > ma, "{card_ma} vs LSTM {ma}");
     assert_eq!(m.metadata().classes, model.metadata().classes);
     let runs = &m.metadata().training["merged_runs"];
     assert_eq!(runs.as_array().map(Vec::len), Some(2), "{runs}");
