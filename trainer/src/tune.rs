@@ -7,11 +7,12 @@
 //! in steps of 0.05, then 0.97 to 0.9999) each class gets its event F1 on the mixtures (onset only, 500 ms collar) and its
 //! false alarms per hour on the background-only files. A class's threshold is the one with
 //! the best F1 among those whose false alarms per hour stay within the class's share of the
-//! budget (`max_false_alarms_per_hour` / number of event classes); if none does, or none
-//! of those finds a single validation event, the one with the best F1 over all the
-//! validation audio, the background-only files' false alarms counted as false positives (a
-//! model that cannot meet the budget still gets the threshold that balances its misses
-//! against its false alarms, not one that silences it). Ties go to the higher threshold.
+//! budget (`max_false_alarms_per_hour` / number of event classes), ties going to the higher
+//! threshold; when none of those finds a single validation event, the lowest of them (the
+//! most sensitive threshold that keeps the budget, not one that silences the class). If no
+//! candidate keeps the budget, the one with the best F1 over all the validation audio, the
+//! background-only files' false alarms counted as false positives (a model that cannot meet
+//! the budget still gets the threshold that balances its misses against its false alarms).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -159,16 +160,21 @@ pub fn tune(
     })
 }
 
-/// The rule of the module documentation: best F1 within the false-alarm share, else (no
-/// candidate within it, or none of them with an F1 above 0) best F1 over all the validation
-/// audio; ties to the higher threshold.
+/// The rule of the module documentation: best F1 within the false-alarm share (the lowest
+/// threshold within it when all have F1 0), else best F1 over all the validation audio; ties
+/// to the higher threshold.
 pub fn choose(cands: &[Candidate], share: f64) -> f32 {
     let within: Vec<&Candidate> = cands
         .iter()
         .filter(|c| c.false_alarms_per_hour <= share + 1e-9)
         .collect();
-    let (pool, f1): (Vec<&Candidate>, fn(&Candidate) -> f64) = if within.iter().all(|c| c.f1 <= 0.0)
-    {
+    if !within.is_empty() && within.iter().all(|c| c.f1 <= 0.0) {
+        return within
+            .iter()
+            .map(|c| c.threshold)
+            .fold(f32::INFINITY, f32::min);
+    }
+    let (pool, f1): (Vec<&Candidate>, fn(&Candidate) -> f64) = if within.is_empty() {
         (cands.iter().collect(), |c| c.f1_all)
     } else {
         (within, |c| c.f1)
@@ -218,8 +224,9 @@ mod tests {
             c(0.99, 0.0, 0.5),
         ];
         assert_eq!(choose(&bad, 0.1), 0.5);
-        // Within the budget only thresholds that find nothing: the same balance, not 0.99.
-        assert_eq!(choose(&bad, 0.5), 0.5);
+        // Within the budget only thresholds that find nothing: the lowest of them, not 0.99.
+        let none = [c(0.3, 0.9, 5.0), c(0.7, 0.0, 0.5), c(0.99, 0.0, 0.0)];
+        assert_eq!(choose(&none, 0.5), 0.7);
         // Once a threshold within the budget finds something, the budget holds.
         let some = [c(0.3, 0.9, 5.0), c(0.7, 0.2, 0.5), c(0.99, 0.0, 0.0)];
         assert_eq!(choose(&some, 0.5), 0.7);
