@@ -415,10 +415,14 @@ impl CentroidLoss {
         let other = Tensor::<B, 2>::from_data(TensorData::new(other, [batch, k]), &device);
         let inv_other = Tensor::<B, 1>::from_data(TensorData::new(inv_other, [batch]), &device);
 
-        // Squared distances [batch, K].
-        let diff = embeddings.unsqueeze_dim::<3>(1).expand([batch, k, dim])
-            - centroids.unsqueeze_dim::<3>(0).expand([batch, k, dim]);
-        let d2 = diff.powi_scalar(2).sum_dim(2).reshape([batch, k]);
+        // Squared distances [batch, K] as |e|² + |c|² - 2 e·c: one matrix product, no
+        // [batch, K, dim] tensor (a batch of frames times dozens of clusters would make it
+        // tens of millions of values, forward and backward). Rounding can take a distance
+        // just below 0: clamped.
+        let e2 = embeddings.clone().powi_scalar(2).sum_dim(1); // [batch, 1]
+        let c2 = centroids.clone().powi_scalar(2).sum_dim(1).reshape([1, k]);
+        let d2 =
+            (e2 + c2 - embeddings.matmul(centroids.transpose()).mul_scalar(2.0)).clamp_min(0.0);
         let pull = (d2.clone() * own).sum_dim(1).reshape([batch]);
         let hinge = (d2
             .add_scalar(DISTANCE_EPS)
