@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Threshold-free comparison of models on evaluation mixtures (`hark-train mixtures`).
 
-    scripts/operating-points.py MODEL[,MODEL...] MIXTURES_DIR [HARK_BINARY]
+    scripts/operating-points.py [--json] MODEL[,MODEL...] MIXTURES_DIR [HARK_BINARY]
 
 Runs `hark detect -v --verbose-every 1` on every mixture and background-only file and reads
 the smoothed score of every class at every hop. With several models (comma-separated) the
@@ -10,7 +10,9 @@ event class it prints the best recall reachable at a false-alarm budget of 2, 10
 hour: an event counts as found when its class's score reaches the threshold within
 [onset - 0.5 s, onset + 1 s]; a false alarm is an upward crossing of the threshold in the
 background-only files. Use validation mixtures to compare models; never test mixtures.
+With --json, the last line is a JSON object: each class's and the mean's three recalls.
 """
+import json
 import collections
 import glob
 import os
@@ -18,6 +20,9 @@ import re
 import subprocess
 import sys
 
+as_json = "--json" in sys.argv[1:]
+if as_json:
+    sys.argv.remove("--json")
 if len(sys.argv) < 3:
     sys.exit(__doc__)
 models = [os.path.abspath(m) for m in sys.argv[1].split(",")]
@@ -63,7 +68,7 @@ if hours == 0:
     sys.exit("no background-only audio in " + mix)
 thresholds = [i / 1000 for i in range(50, 1000, 5)] + [0.996, 0.998, 0.999, 0.9995, 0.9999]
 budgets = [2, 10, 50]
-rows = []
+rows, table = [], {}
 for cls in sorted(hits):
     fa_per_hour = []
     for th in thresholds:
@@ -79,8 +84,12 @@ for cls in sorted(hits):
                  for th, fa in zip(thresholds, fa_per_hour) if fa <= b], default=0.0)
             for b in budgets]
     rows.append(best)
+    table[cls] = best
     print(f"{cls:<12} events {len(hits[cls]):3d}  recall at <= 2 FA/h {best[0]:.2f}"
           f"  <= 10 {best[1]:.2f}  <= 50 {best[2]:.2f}")
 means = [sum(r[i] for r in rows) / len(rows) for i in range(len(budgets))]
 print(f"{'mean':<12} {'':10}  recall at <= 2 FA/h {means[0]:.2f}  <= 10 {means[1]:.2f}"
       f"  <= 50 {means[2]:.2f}   ({hours:.2f} h of background)")
+if as_json:
+    table["mean"] = means
+    print(json.dumps(table))

@@ -11,11 +11,13 @@
 #      (trainer/configs/default.toml, same data, same budget);
 #   2. make validation mixtures (validation packages) and test mixtures (held-out packages):
 #      30 s, one event each at -6/0/+6 dB, plus background-only audio with hard negatives;
-#   3. choose per-class thresholds on the validation mixtures only;
-#   4. export both models with those thresholds;
+#   3. choose per-class thresholds on the validation mixtures only, for each model and for
+#      the mean of the two (`hark-train merge`);
+#   4. export the three with those thresholds;
 #   5. run `hark detect` on the test mixtures and score the events (onset, 500 ms collar) and
 #      false alarms per hour; write the tables into the model card.
-# Work files go to runs/default/. Takes about 30 minutes on 2 cores.
+# The one that ranks best on validation is shipped. Work files go to runs/default/. Takes
+# about 30 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-data/real}
@@ -46,35 +48,53 @@ start=$(date +%s)
 for method in centroid weighted_ce; do
     "$bin/hark-train" train --config "$cfg" --method "$method" --out "$work/$method"
 done
-"$bin/hark-train" mixtures --config "$cfg" --split val --out "$work/mix-val" --background-minutes 60
+"$bin/hark-train" mixtures --config "$cfg" --split val --out "$work/mix-val" --background-minutes 120
 "$bin/hark-train" mixtures --config "$cfg" --split test --out "$work/mix-test" --background-minutes 60
 
-for method in centroid weighted_ce; do
-    "$bin/hark-train" tune --model "$work/$method/model.onnx" --mixtures "$work/mix-val" \
-        -o "$work/$method/thresholds.json"
-    "$bin/hark-train" export "$work/$method" -o "$work/$method/default.onnx" \
-        --thresholds "$work/$method/thresholds.json"
-    (cd "$work/mix-test" && "../../../$bin/hark" detect --model "../$method/default.onnx" \
-        mixtures/*.wav background/*.wav > "../$method/test-detections.jsonl")
-    "$bin/hark-train" score "$work/mix-test" "$work/$method/test-detections.jsonl" \
-        --json "$work/$method/test-score.json" | tee "$work/$method/test-score.md"
-done
+# Thresholds for the project's goal of at most 2 false alarms per hour (all classes together).
+budget=2
+evaluate() { # NAME: tune NAME/model.onnx on validation, write NAME/default.onnx, score on test
+    local name=$1
+    "$bin/hark-train" tune --model "$work/$name/model.onnx" --mixtures "$work/mix-val" \
+        --max-false-alarms-per-hour "$budget" -o "$work/$name/thresholds.json"
+    if [ "$name" = combined ]; then
+        "$bin/hark-train" merge "$work/centroid" "$work/weighted_ce" -o "$work/$name/default.onnx" \
+            --thresholds "$work/$name/thresholds.json"
+    else
+        "$bin/hark-train" export "$work/$name" -o "$work/$name/default.onnx" \
+            --thresholds "$work/$name/thresholds.json"
+    fi
+    (cd "$work/mix-test" && "../../../$bin/hark" detect --model "../$name/default.onnx" \
+        mixtures/*.wav background/*.wav > "../$name/test-detections.jsonl")
+    "$bin/hark-train" score "$work/mix-test" "$work/$name/test-detections.jsonl" \
+        --json "$work/$name/test-score.json" | tee "$work/$name/test-score.md"
+}
+evaluate centroid
+evaluate weighted_ce
+# The mean of the two models' scores (one model file, twice the compute per hop).
+"$bin/hark-train" merge "$work/centroid" "$work/weighted_ce" -o "$work/combined/model.onnx"
+evaluate combined
 
-# The shipped model is the method with the better event F1 on the validation audio (mixtures
-# and background-only files, whose false alarms count as false positives).
+# The shipped model is the one that ranks best on the validation audio, before any threshold:
+# the mean over the classes of the best recall reachable at <= 2 false alarms per hour, then
+# at <= 10 and <= 50 (scripts/operating-points.py; the F1 at one tuned threshold rests on a
+# handful of validation events and swings with it).
+for name in centroid weighted_ce combined; do
+    python3 scripts/operating-points.py --json "$work/$name/model.onnx" "$work/mix-val" "$bin/hark" \
+        | tee "$work/$name/val-operating-points.txt" | tail -1 > "$work/$name/val-operating-points.json"
+done
 best=$(python3 - "$work" <<'PY'
 import json, sys
 w = sys.argv[1]
-def val_f1(m):
-    c = json.load(open(f"{w}/{m}/thresholds.candidates.json"))
-    return sum(max(x["f1_all"] for x in v if x["threshold"] == c["thresholds"][k]) for k, v in c["candidates"].items())
-print(max(["centroid", "weighted_ce"], key=val_f1))
+print(max(["centroid", "weighted_ce", "combined"],
+          key=lambda m: json.load(open(f"{w}/{m}/val-operating-points.json"))["mean"]))
 PY
 )
-echo "train-default: shipping the $best model (better validation event F1, false alarms counted)"
+echo "train-default: shipping the $best model (best validation recall at few false alarms)"
 "$bin/hark-train" card-eval --card "$work/$best/default.md" \
     --method centroid="$work/centroid/test-score.json" \
     --method weighted_ce="$work/weighted_ce/test-score.json" \
+    --method "mean of both (centroid + weighted_ce)"="$work/combined/test-score.json" \
     --mixtures "$work/mix-test" --weaknesses trainer/configs/default-weaknesses.md \
     --command "scripts/train-default.sh"
 mkdir -p models
