@@ -226,13 +226,10 @@ fn counts(m: &BTreeMap<String, usize>) -> String {
         .join(", ")
 }
 
-fn method_name(m: Method) -> &'static str {
-    match m {
-        Method::Centroid => "centroid",
-        Method::WeightedCe => "weighted_ce",
-        Method::Ce => "ce",
-        Method::Focal => "focal",
-    }
+/// Whether validation scored every supervised frame (the stream layout with frame targets)
+/// rather than each window's last frame.
+fn validated_on_frames(cfg: &TrainConfig) -> bool {
+    cfg.examples.layout == crate::examples::Layout::Stream && cfg.examples.frame_targets.is_some()
 }
 
 fn method_text(m: Method) -> &'static str {
@@ -266,12 +263,12 @@ pub fn model_card(input: &CardInput) -> String {
     let merged = input.runs.len() > 1;
     let _ = writeln!(s, "# {}\n", input.name);
     let how = match input.runs {
-        [one] => format!("with the `{}` method", method_name(one.method)),
+        [one] => format!("with the `{}` method", one.method.name()),
         runs => format!(
             "as the mean of the scores of {} runs of one configuration ({})",
             runs.len(),
             runs.iter()
-                .map(|r| format!("`{}`: method `{}`", r.label, method_name(r.method)))
+                .map(|r| format!("`{}`: method `{}`", r.label, r.method.name()))
                 .collect::<Vec<_>>()
                 .join("; ")
         ),
@@ -548,9 +545,7 @@ pub fn model_card(input: &CardInput) -> String {
     );
 
     // Evaluation.
-    let frames = cfg.examples.layout == crate::examples::Layout::Stream
-        && cfg.examples.frame_targets.is_some();
-    let (level, unit) = if frames {
+    let (level, unit) = if validated_on_frames(cfg) {
         (
             "frame level: the most probable class at every supervised frame of a window",
             "frames",
@@ -690,9 +685,11 @@ fn weaknesses(input: &CardInput) -> Vec<String> {
             n(hi)
         ));
     }
-    let frames = cfg.examples.layout == crate::examples::Layout::Stream
-        && cfg.examples.frame_targets.is_some();
-    let unit = if frames { "frames" } else { "windows" };
+    let unit = if validated_on_frames(cfg) {
+        "frames"
+    } else {
+        "windows"
+    };
     let merged = input.runs.len() > 1;
     for run in input.runs {
         let whose = if merged {
@@ -888,7 +885,7 @@ fn train_command(run: &crate::train::TrainedRun) -> String {
         "hark-train train --config {}{} --out {}",
         config.display(),
         if run.data.config_path.is_some() {
-            format!(" --method {}", method_name(run.config.method))
+            format!(" --method {}", run.config.method.name())
         } else {
             String::new()
         },
@@ -963,10 +960,7 @@ fn write_model(
         reproduce,
     });
     let card = onnx.with_extension("md");
-    fs::write(&card, card_text).map_err(|e| TrainError::Io {
-        path: card.clone(),
-        problem: e.to_string(),
-    })?;
+    write_creating_dir(&card, card_text.as_bytes())?;
     Ok(Exported {
         onnx: onnx.to_path_buf(),
         onnx_bytes: bytes.len(),

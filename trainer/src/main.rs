@@ -366,13 +366,15 @@ fn train(
     let mut cfg = TrainConfig::load(&config)
         .with_context(|| format!("reading the configuration {}", config.display()))?;
     if let Some(m) = method {
-        cfg.method = match m.as_str() {
-            "centroid" => Method::Centroid,
-            "weighted_ce" => Method::WeightedCe,
-            "ce" => Method::Ce,
-            "focal" => Method::Focal,
-            other => bail!("--method {other:?}: expected centroid, weighted_ce, ce or focal"),
-        };
+        cfg.method = [
+            Method::Centroid,
+            Method::WeightedCe,
+            Method::Ce,
+            Method::Focal,
+        ]
+        .into_iter()
+        .find(|x| x.name() == m)
+        .with_context(|| format!("--method {m:?}: expected centroid, weighted_ce, ce or focal"))?;
     }
     let base_dir = config_base_dir(&config);
     let out = out.unwrap_or_else(|| {

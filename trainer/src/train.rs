@@ -84,14 +84,19 @@ pub enum Method {
 }
 
 impl Method {
-    /// The stage name of an end-to-end method (`None` for `centroid`).
-    pub fn end_to_end_stage(self) -> Option<&'static str> {
+    /// The method's name, as in the configuration and on the command line.
+    pub fn name(self) -> &'static str {
         match self {
-            Method::Centroid => None,
-            Method::WeightedCe => Some("weighted_ce"),
-            Method::Ce => Some("ce"),
-            Method::Focal => Some("focal"),
+            Method::Centroid => "centroid",
+            Method::WeightedCe => "weighted_ce",
+            Method::Ce => "ce",
+            Method::Focal => "focal",
         }
+    }
+
+    /// The stage name of an end-to-end method (`None` for `centroid`): its name.
+    pub fn end_to_end_stage(self) -> Option<&'static str> {
+        (self != Method::Centroid).then(|| self.name())
     }
 }
 
