@@ -148,6 +148,15 @@ pub struct ExampleConfig {
     /// before mixing) falls this many dB below its peak for good; its onset is the first
     /// block above that floor. Default 20.
     pub extent_floor_db: f32,
+    /// `stream` layout: when set, an event's class covers only the part of its extent that is
+    /// audible *in the mixture*: from the first to the last 10 ms block where the event's
+    /// power (as mixed) is at least this many dB relative to the background's power in the
+    /// same block (the local event-to-background ratio). The tail of a gunshot buried under
+    /// music is then not labelled gunshot, which would teach the detector to fire on music.
+    /// An event audible nowhere keeps its loudest block (and `min_event_frames`). Default
+    /// none (the event's own extent, whatever the background).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audible_floor_db: Option<f32>,
     /// Frame targets: when set, training supervises several frames of each window, not only
     /// the last (see [`ExampleSet::frame_targets`]). Default none (last frame only).
     pub frame_targets: Option<FrameTargets>,
@@ -173,6 +182,7 @@ impl Default for ExampleConfig {
             onset_to_end_s: None,
             layout: Layout::Onset,
             extent_floor_db: 20.0,
+            audible_floor_db: None,
             window_gain_db: 0.0,
             frame_targets: None,
             background_dbfs: [-40.0, -20.0],
@@ -899,9 +909,17 @@ pub fn generate(
             let e = augment(&ev.samples, &cfg.augment, &mut rng);
             let onset = place(e.len(), &mut rng);
             let ebr = cfg.ebr_db[rng.below(cfg.ebr_db.len())];
-            mix_at_ebr(&mut w, &e, onset, ebr);
+            let background = cfg
+                .audible_floor_db
+                .map(|_| w[onset.min(w.len())..].to_vec());
+            let gain = mix_at_ebr(&mut w, &e, onset, ebr);
             let span = if stream {
-                let (a, z) = audible_extent(&e, hop, cfg.extent_floor_db);
+                let (a, z) = match (cfg.audible_floor_db, &background) {
+                    (Some(local), Some(bg)) => {
+                        audible_extent_in_mix(&e, gain, bg, hop, cfg.extent_floor_db, local)
+                    }
+                    _ => audible_extent(&e, hop, cfg.extent_floor_db),
+                };
                 (onset + a, onset + z)
             } else {
                 (onset, onset)
@@ -948,6 +966,61 @@ pub fn audible_extent(x: &[f32], block: usize, floor_db: f32) -> (usize, usize) 
         .rposition(|&p| p >= floor)
         .unwrap_or(power.len() - 1);
     (first * block, ((last + 1) * block).min(x.len()))
+}
+
+/// The audible extent of `event` mixed with gain `gain` over `background` (the background's
+/// samples from the event's onset on, before mixing; it may be shorter than the event, which
+/// then runs past the window): `[start, end)` in samples, from the first to the end of the
+/// last block of `block` samples that is within `floor_db` of the event's loudest block
+/// **and** whose local event-to-background ratio (the event's power over the background's
+/// power in that block) is at least `local_db`. Blocks past the background's end are judged
+/// by the first rule alone. When no block passes both, the block of the highest local ratio
+/// among those within `floor_db` (the event's best chance of being heard).
+pub fn audible_extent_in_mix(
+    event: &[f32],
+    gain: f32,
+    background: &[f32],
+    block: usize,
+    floor_db: f32,
+    local_db: f32,
+) -> (usize, usize) {
+    let block = block.max(1);
+    let power = |c: &[f32]| c.iter().map(|v| v * v).sum::<f32>() / c.len().max(1) as f32;
+    let ev: Vec<f32> = event
+        .chunks(block)
+        .map(|c| power(c) * gain * gain)
+        .collect();
+    let peak = ev.iter().copied().fold(0.0f32, f32::max);
+    if peak <= 0.0 || !peak.is_finite() {
+        return (0, event.len());
+    }
+    let own_floor = peak * 10f32.powf(-floor_db / 10.0);
+    let local = 10f32.powf(local_db / 10.0);
+    // Local ratio of block i (infinite past the background's end).
+    let ratio = |i: usize| -> f32 {
+        let s = i * block;
+        if s >= background.len() {
+            return f32::INFINITY;
+        }
+        let bg = power(&background[s..(s + block).min(background.len())]);
+        ev[i] / bg.max(1e-12)
+    };
+    let passes = |i: usize| ev[i] >= own_floor && ratio(i) >= local;
+    let n = ev.len();
+    let (first, last) = match (
+        (0..n).find(|&i| passes(i)),
+        (0..n).rev().find(|&i| passes(i)),
+    ) {
+        (Some(a), Some(z)) => (a, z),
+        _ => {
+            let best = (0..n)
+                .filter(|&i| ev[i] >= own_floor)
+                .max_by(|&a, &b| ratio(a).total_cmp(&ratio(b)))
+                .unwrap_or(0);
+            (best, best)
+        }
+    };
+    (first * block, ((last + 1) * block).min(event.len()))
 }
 
 /// The cache key of a generation: a hash of the configuration, frontend, seed, classes and
@@ -1258,6 +1331,47 @@ mod tests {
         // With a floor below the quiet part, the extent takes it in.
         assert_eq!(audible_extent(&x, 100, 80.0), (1000, 6000));
         assert_eq!(audible_extent(&[0.0; 300], 100, 20.0), (0, 300));
+    }
+
+    #[test]
+    fn audible_extent_in_mix_drops_what_the_background_buries() {
+        // Constant-power blocks: ±a alternating has power a² in any block of even length.
+        let level = |n: usize, a: f32| -> Vec<f32> {
+            (0..n).map(|i| if i % 2 == 0 { a } else { -a }).collect()
+        };
+        // An event: 1000 samples at 1.0, then a tail at 0.1 (-20 dB), then silence.
+        let mut ev = level(1000, 1.0);
+        ev.extend(level(2000, 0.1));
+        ev.extend(vec![0.0; 400]);
+        // Background at 0.3 (-10.5 dB): the loud part is 10.5 dB above it, the tail 9.5 below.
+        let bg = level(4000, 0.3);
+        // Its own extent (30 dB floor) holds the tail; the mixture's does not.
+        assert_eq!(audible_extent(&ev, 100, 30.0), (0, 3000));
+        assert_eq!(
+            audible_extent_in_mix(&ev, 1.0, &bg, 100, 30.0, -6.0),
+            (0, 1000)
+        );
+        // A lower local floor takes the tail back in; the gain counts.
+        assert_eq!(
+            audible_extent_in_mix(&ev, 1.0, &bg, 100, 30.0, -12.0),
+            (0, 3000)
+        );
+        assert_eq!(
+            audible_extent_in_mix(&ev, 10.0, &bg, 100, 30.0, -6.0),
+            (0, 3000)
+        );
+        // Past the end of the window's background only the event's own floor rules.
+        assert_eq!(
+            audible_extent_in_mix(&ev, 1.0, &bg[..2000], 100, 30.0, -6.0),
+            (0, 3000)
+        );
+        // Buried everywhere: the block of the best local ratio is kept.
+        let mut loud = level(4000, 30.0);
+        loud[500..600].iter_mut().for_each(|v| *v *= 0.5);
+        assert_eq!(
+            audible_extent_in_mix(&ev, 1.0, &loud, 100, 30.0, -6.0),
+            (500, 600)
+        );
     }
 
     #[test]
