@@ -909,17 +909,16 @@ pub fn generate(
             let e = augment(&ev.samples, &cfg.augment, &mut rng);
             let onset = place(e.len(), &mut rng);
             let ebr = cfg.ebr_db[rng.below(cfg.ebr_db.len())];
-            let background = cfg
+            // The local floor and the background it is judged against (before mixing).
+            let heard_over = cfg
                 .audible_floor_db
-                .map(|_| w[onset.min(w.len())..].to_vec());
+                .map(|local| (w[onset.min(w.len())..].to_vec(), local));
             let gain = mix_at_ebr(&mut w, &e, onset, ebr);
             let span = if stream {
-                let (a, z) = match (cfg.audible_floor_db, &background) {
-                    (Some(local), Some(bg)) => {
-                        audible_extent_in_mix(&e, gain, bg, hop, cfg.extent_floor_db, local)
-                    }
-                    _ => audible_extent(&e, hop, cfg.extent_floor_db),
-                };
+                let over = heard_over
+                    .as_ref()
+                    .map(|(bg, local)| (bg.as_slice(), *local));
+                let (a, z) = audible_extent_in_mix(&e, gain, over, hop, cfg.extent_floor_db);
                 (onset + a, onset + z)
             } else {
                 (onset, onset)
@@ -950,39 +949,24 @@ pub fn generate(
 /// The audible extent of a clip, `[start, end)` in samples: from the first to the end of the
 /// last block of `block` samples whose power is within `floor_db` of the loudest block's.
 pub fn audible_extent(x: &[f32], block: usize, floor_db: f32) -> (usize, usize) {
-    let block = block.max(1);
-    let power: Vec<f32> = x
-        .chunks(block)
-        .map(|c| c.iter().map(|v| v * v).sum::<f32>() / c.len() as f32)
-        .collect();
-    let peak = power.iter().copied().fold(0.0f32, f32::max);
-    if peak <= 0.0 || !peak.is_finite() {
-        return (0, x.len());
-    }
-    let floor = peak * 10f32.powf(-floor_db / 10.0);
-    let first = power.iter().position(|&p| p >= floor).unwrap_or(0);
-    let last = power
-        .iter()
-        .rposition(|&p| p >= floor)
-        .unwrap_or(power.len() - 1);
-    (first * block, ((last + 1) * block).min(x.len()))
+    audible_extent_in_mix(x, 1.0, None, block, floor_db)
 }
 
-/// The audible extent of `event` mixed with gain `gain` over `background` (the background's
-/// samples from the event's onset on, before mixing; it may be shorter than the event, which
-/// then runs past the window): `[start, end)` in samples, from the first to the end of the
-/// last block of `block` samples that is within `floor_db` of the event's loudest block
-/// **and** whose local event-to-background ratio (the event's power over the background's
-/// power in that block) is at least `local_db`. Blocks past the background's end are judged
-/// by the first rule alone. When no block passes both, the block of the highest local ratio
-/// among those within `floor_db` (the event's best chance of being heard).
+/// The audible extent of `event` mixed with gain `gain`: `[start, end)` in samples, from the
+/// first to the end of the last block of `block` samples that is within `floor_db` of the
+/// event's loudest block and, when `heard_over = Some((background, local_db))`, whose local
+/// event-to-background ratio (the event's power over the background's power in that block) is
+/// at least `local_db`. `background` holds the background's samples from the event's onset on,
+/// before mixing; it may be shorter than the event, which then runs past the window, and
+/// blocks past its end are judged by the first rule alone. When no block passes both, the
+/// block of the highest local ratio among those within `floor_db` (the event's best chance of
+/// being heard). Without `heard_over` this is [`audible_extent`].
 pub fn audible_extent_in_mix(
     event: &[f32],
     gain: f32,
-    background: &[f32],
+    heard_over: Option<(&[f32], f32)>,
     block: usize,
     floor_db: f32,
-    local_db: f32,
 ) -> (usize, usize) {
     let block = block.max(1);
     let power = |c: &[f32]| c.iter().map(|v| v * v).sum::<f32>() / c.len().max(1) as f32;
@@ -995,8 +979,11 @@ pub fn audible_extent_in_mix(
         return (0, event.len());
     }
     let own_floor = peak * 10f32.powf(-floor_db / 10.0);
-    let local = 10f32.powf(local_db / 10.0);
-    // Local ratio of block i (infinite past the background's end).
+    let (background, local) = match heard_over {
+        Some((bg, local_db)) => (bg, 10f32.powf(local_db / 10.0)),
+        None => (&[][..], 0.0),
+    };
+    // Local ratio of block i (infinite without a background or past its end).
     let ratio = |i: usize| -> f32 {
         let s = i * block;
         if s >= background.len() {
@@ -1348,28 +1335,28 @@ mod tests {
         // Its own extent (30 dB floor) holds the tail; the mixture's does not.
         assert_eq!(audible_extent(&ev, 100, 30.0), (0, 3000));
         assert_eq!(
-            audible_extent_in_mix(&ev, 1.0, &bg, 100, 30.0, -6.0),
+            audible_extent_in_mix(&ev, 1.0, Some((&bg, -6.0)), 100, 30.0),
             (0, 1000)
         );
         // A lower local floor takes the tail back in; the gain counts.
         assert_eq!(
-            audible_extent_in_mix(&ev, 1.0, &bg, 100, 30.0, -12.0),
+            audible_extent_in_mix(&ev, 1.0, Some((&bg, -12.0)), 100, 30.0),
             (0, 3000)
         );
         assert_eq!(
-            audible_extent_in_mix(&ev, 10.0, &bg, 100, 30.0, -6.0),
+            audible_extent_in_mix(&ev, 10.0, Some((&bg, -6.0)), 100, 30.0),
             (0, 3000)
         );
         // Past the end of the window's background only the event's own floor rules.
         assert_eq!(
-            audible_extent_in_mix(&ev, 1.0, &bg[..2000], 100, 30.0, -6.0),
+            audible_extent_in_mix(&ev, 1.0, Some((&bg[..2000], -6.0)), 100, 30.0),
             (0, 3000)
         );
         // Buried everywhere: the block of the best local ratio is kept.
         let mut loud = level(4000, 30.0);
         loud[500..600].iter_mut().for_each(|v| *v *= 0.5);
         assert_eq!(
-            audible_extent_in_mix(&ev, 1.0, &loud, 100, 30.0, -6.0),
+            audible_extent_in_mix(&ev, 1.0, Some((&loud, -6.0)), 100, 30.0),
             (500, 600)
         );
     }
