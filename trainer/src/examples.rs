@@ -909,10 +909,10 @@ pub fn generate(
             let e = augment(&ev.samples, &cfg.augment, &mut rng);
             let onset = place(e.len(), &mut rng);
             let ebr = cfg.ebr_db[rng.below(cfg.ebr_db.len())];
-            // The local floor and the background it is judged against (before mixing).
+            // The local floor and the background's block powers from the onset, before mixing.
             let heard_over = cfg
                 .audible_floor_db
-                .map(|local| (w[onset.min(w.len())..].to_vec(), local));
+                .map(|local| (block_powers(&w[onset.min(w.len())..], hop), local));
             let gain = mix_at_ebr(&mut w, &e, onset, ebr);
             let span = if stream {
                 let over = heard_over
@@ -956,9 +956,9 @@ pub fn audible_extent(x: &[f32], block: usize, floor_db: f32) -> (usize, usize) 
 /// first to the end of the last block of `block` samples that is within `floor_db` of the
 /// event's loudest block and, when `heard_over = Some((background, local_db))`, whose local
 /// event-to-background ratio (the event's power over the background's power in that block) is
-/// at least `local_db`. `background` holds the background's samples from the event's onset on,
-/// before mixing; it may be shorter than the event, which then runs past the window, and
-/// blocks past its end are judged by the first rule alone. When no block passes both, the
+/// at least `local_db`. `background` holds the background's [`block_powers`] from the event's
+/// onset on, before mixing; it may be shorter than the event, which then runs past the window,
+/// and blocks past its end are judged by the first rule alone. When no block passes both, the
 /// block of the highest local ratio among those within `floor_db` (the event's best chance of
 /// being heard). Without `heard_over` this is [`audible_extent`].
 pub fn audible_extent_in_mix(
@@ -969,10 +969,9 @@ pub fn audible_extent_in_mix(
     floor_db: f32,
 ) -> (usize, usize) {
     let block = block.max(1);
-    let power = |c: &[f32]| c.iter().map(|v| v * v).sum::<f32>() / c.len().max(1) as f32;
-    let ev: Vec<f32> = event
-        .chunks(block)
-        .map(|c| power(c) * gain * gain)
+    let ev: Vec<f32> = block_powers(event, block)
+        .into_iter()
+        .map(|p| p * gain * gain)
         .collect();
     let peak = ev.iter().copied().fold(0.0f32, f32::max);
     if peak <= 0.0 || !peak.is_finite() {
@@ -985,12 +984,9 @@ pub fn audible_extent_in_mix(
     };
     // Local ratio of block i (infinite without a background or past its end).
     let ratio = |i: usize| -> f32 {
-        let s = i * block;
-        if s >= background.len() {
-            return f32::INFINITY;
-        }
-        let bg = power(&background[s..(s + block).min(background.len())]);
-        ev[i] / bg.max(1e-12)
+        background
+            .get(i)
+            .map_or(f32::INFINITY, |&bg| ev[i] / bg.max(1e-12))
     };
     let passes = |i: usize| ev[i] >= own_floor && ratio(i) >= local;
     let n = ev.len();
@@ -1008,6 +1004,13 @@ pub fn audible_extent_in_mix(
         }
     };
     (first * block, ((last + 1) * block).min(event.len()))
+}
+
+/// The mean power of every block of `block` samples of `x` (the last block may be shorter).
+pub fn block_powers(x: &[f32], block: usize) -> Vec<f32> {
+    x.chunks(block.max(1))
+        .map(|c| c.iter().map(|v| v * v).sum::<f32>() / c.len() as f32)
+        .collect()
 }
 
 /// The cache key of a generation: a hash of the configuration, frontend, seed, classes and
@@ -1335,28 +1338,34 @@ mod tests {
         // Its own extent (30 dB floor) holds the tail; the mixture's does not.
         assert_eq!(audible_extent(&ev, 100, 30.0), (0, 3000));
         assert_eq!(
-            audible_extent_in_mix(&ev, 1.0, Some((&bg, -6.0)), 100, 30.0),
+            audible_extent_in_mix(&ev, 1.0, Some((&block_powers(&bg, 100), -6.0)), 100, 30.0),
             (0, 1000)
         );
         // A lower local floor takes the tail back in; the gain counts.
         assert_eq!(
-            audible_extent_in_mix(&ev, 1.0, Some((&bg, -12.0)), 100, 30.0),
+            audible_extent_in_mix(&ev, 1.0, Some((&block_powers(&bg, 100), -12.0)), 100, 30.0),
             (0, 3000)
         );
         assert_eq!(
-            audible_extent_in_mix(&ev, 10.0, Some((&bg, -6.0)), 100, 30.0),
+            audible_extent_in_mix(&ev, 10.0, Some((&block_powers(&bg, 100), -6.0)), 100, 30.0),
             (0, 3000)
         );
         // Past the end of the window's background only the event's own floor rules.
         assert_eq!(
-            audible_extent_in_mix(&ev, 1.0, Some((&bg[..2000], -6.0)), 100, 30.0),
+            audible_extent_in_mix(
+                &ev,
+                1.0,
+                Some((&block_powers(&bg[..2000], 100), -6.0)),
+                100,
+                30.0
+            ),
             (0, 3000)
         );
         // Buried everywhere: the block of the best local ratio is kept.
         let mut loud = level(4000, 30.0);
         loud[500..600].iter_mut().for_each(|v| *v *= 0.5);
         assert_eq!(
-            audible_extent_in_mix(&ev, 1.0, Some((&loud, -6.0)), 100, 30.0),
+            audible_extent_in_mix(&ev, 1.0, Some((&block_powers(&loud, 100), -6.0)), 100, 30.0),
             (500, 600)
         );
     }
