@@ -1,5 +1,5 @@
 //! The native step engine computes what tract computes, on models the exporter writes
-//! (1 to 3 LSTM layers, the hand-built tone detector, the shipped default model) and on
+//! (1 to 3 LSTM layers, causal CNNs, the hand-built tone detector, the shipped default model) and on
 //! hand-edited graphs of the shapes other exporters write (an ensemble as one wide
 //! block-diagonal LSTM followed by Reshape + Softmax + ReduceMean over the members; dense
 //! layers as Flatten + Gemm + Unsqueeze). A graph with an op it does not know falls back to
@@ -7,7 +7,9 @@
 
 use hark::model::{Engine, EngineChoice, Model, ModelError};
 use hark_e2e::{feature_sequence, max_diff, metadata, random_net, uniform};
-use hark_trainer::export::{Activation, Dense, OutputActivation, StreamingNet};
+use hark_trainer::export::{
+    Activation, CnnStepNet, ConvWeights, Dense, OutputActivation, StreamingNet,
+};
 use hark_trainer::kmeans::SplitMix64;
 use hark_trainer::model::{LinearWeights, LstmWeights};
 use prost::Message;
@@ -89,6 +91,66 @@ fn native_matches_tract_on_exported_random_models() {
             .collect();
         let d = max_diff(&got, &want);
         assert!(d < TOL, "{name}: native vs reference {d}");
+    }
+}
+
+/// A causal CNN step graph with random weights (`hark-train export` writes this graph for
+/// `[model] kind = "cnn"`).
+fn random_cnn(
+    seed: u64,
+    n_mels: usize,
+    channels: usize,
+    kernel: usize,
+    dilations: &[usize],
+) -> CnnStepNet {
+    let mut rng = SplitMix64::new(seed);
+    let convs = dilations
+        .iter()
+        .enumerate()
+        .map(|(l, &dilation)| {
+            let c_in = if l == 0 { n_mels } else { channels };
+            let scale = 1.5 / ((c_in * kernel) as f32).sqrt();
+            ConvWeights {
+                c_in,
+                c_out: channels,
+                kernel,
+                dilation,
+                weight: uniform(&mut rng, channels * c_in * kernel, scale),
+                bias: uniform(&mut rng, channels, 0.1),
+            }
+        })
+        .collect();
+    let dense = |rng: &mut SplitMix64, d_in: usize, d_out: usize| Dense {
+        weights: LinearWeights {
+            d_in,
+            d_out,
+            weight: uniform(rng, d_in * d_out, 0.5),
+            bias: uniform(rng, d_out, 0.1),
+        },
+        activation: Activation::Identity,
+    };
+    CnnStepNet {
+        n_mels,
+        mean: uniform(&mut rng, n_mels, 3.0),
+        std: (0..n_mels).map(|i| 1.0 + (i % 5) as f32 * 0.5).collect(),
+        convs,
+        dense: vec![dense(&mut rng, channels, 16), dense(&mut rng, 16, 5)],
+    }
+}
+
+#[test]
+fn native_matches_tract_on_exported_causal_cnns() {
+    for (seed, channels, kernel, dilations) in [
+        (21, 48, 3, vec![1, 2, 4, 8, 16]),
+        (22, 8, 2, vec![1]),
+        (23, 16, 5, vec![3, 1, 2]),
+    ] {
+        let net = random_cnn(seed, 64, channels, kernel, &dilations);
+        let bytes = net.to_onnx(&metadata(5, 64)).unwrap();
+        let name = format!("cnn {channels} k{kernel} {dilations:?}");
+        assert_parity(&bytes, &name, seed + 100);
+        let (native, _) = both(&bytes, &name);
+        assert_eq!(native.state_shape(), (1, net.state_size()));
     }
 }
 

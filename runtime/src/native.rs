@@ -19,6 +19,10 @@
 //! - `Add`, `Sub`, `Mul`, `Div` with multidirectional broadcasting.
 //! - `Sigmoid`, `Tanh`, `Relu`, `Exp`, `Log`, `Neg`, `Abs`, `Sqrt`, `Softmax` (any axis).
 //! - `ReduceMean`, `ReduceSum` (axes as attribute or input, `keepdims`).
+//! - `Conv`, one-dimensional (`[1, C, T]`, the causal CNN's step: its past frames are
+//!   concatenated in front of the new one, so no padding): constant `W` and `B`, any
+//!   dilation, `group = 1`, stride 1, no padding. Run as one mat-vec per output frame over the
+//!   gathered taps (`[C_in * kernel]`, the weights' own row layout).
 //! - `Reshape`, `Flatten`, `Squeeze`, `Unsqueeze`, `Identity` and a `Transpose` that keeps
 //!   the memory order: no work at all, the output is a view of the input's buffer;
 //!   `Slice` (a contiguous range is a view too), `Concat`, other `Transpose`s: copies.
@@ -168,8 +172,20 @@ enum Kind {
     Gather { idx: Vec<u32> },
     /// ins: the parts; `chunks[j]` contiguous elements of part `j`, `outer` times.
     Concat { outer: usize, chunks: Vec<usize> },
+    /// ins: x (`[c_in, t_in]`), weights `[c_out, c_in * kernel]`, optional bias `[c_out]`;
+    /// outs: y (`[c_out, t_out]`), taps scratch `[c_in * kernel]`, column scratch `[c_out]`.
+    Conv(ConvStep),
     /// ins: x.
     Copy,
+}
+
+#[derive(Debug, Clone)]
+struct ConvStep {
+    c_in: usize,
+    t_in: usize,
+    t_out: usize,
+    kernel: usize,
+    dilation: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -379,6 +395,26 @@ fn run_kind(kind: &Kind, ins: &[Slot], inp: &Inputs<'_>, outs: &mut [Vec<f32>], 
                 for (s, &n) in ins.iter().zip(chunks) {
                     out[at..at + n].copy_from_slice(&inp.get(s)[o * n..(o + 1) * n]);
                     at += n;
+                }
+            }
+        }
+        Kind::Conv(c) => {
+            let x = inp.get(&ins[0]);
+            let w = inp.get(&ins[1]);
+            let bias = ins.get(2).map(|s| inp.get(s));
+            let [y, taps, col] = outs else {
+                unreachable!("a Conv step has three outputs")
+            };
+            for t in 0..c.t_out {
+                for ci in 0..c.c_in {
+                    let row = &x[ci * c.t_in..(ci + 1) * c.t_in];
+                    for k in 0..c.kernel {
+                        taps[ci * c.kernel + k] = row[t + k * c.dilation];
+                    }
+                }
+                kernels::matvec(simd, w, taps, bias, col);
+                for (o, &v) in col.iter().enumerate() {
+                    y[o * c.t_out + t] = v;
                 }
             }
         }
@@ -1165,6 +1201,7 @@ impl Builder {
             "MatMul" => self.matmul(node)?,
             "Gemm" => self.gemm(node)?,
             "LSTM" => self.lstm(node)?,
+            "Conv" => self.conv(node)?,
             _ => {
                 return Err(format!("{}: the op {op} is not supported", here()));
             }
@@ -1585,6 +1622,99 @@ impl Builder {
         Ok(())
     }
 
+    fn conv(&mut self, node: &pb::NodeProto) -> Result<(), String> {
+        let here = || format!("node {:?} (Conv)", node.name);
+        let (x, sx) = self.float_in(node, 0)?;
+        let (w, sw) = self.float_in(node, 1)?;
+        if sx.len() != 3 || sx[0] != 1 {
+            return Err(format!(
+                "{}: input {sx:?} (only one-dimensional [1, C, T] is supported)",
+                here()
+            ));
+        }
+        if w.space != Space::Const || sw.len() != 3 {
+            return Err(format!(
+                "{}: weights {sw:?} must be a constant [C_out, C_in, K]",
+                here()
+            ));
+        }
+        let (c_out, c_in, kernel) = (sw[0], sw[1], sw[2]);
+        let t_in = sx[2];
+        if sx[1] != c_in {
+            return Err(format!(
+                "{}: input channels {} but weights {sw:?}",
+                here(),
+                sx[1]
+            ));
+        }
+        let group = attr_i(node, "group", 1);
+        if group != 1 {
+            return Err(format!("{}: group {group} (only 1 is supported)", here()));
+        }
+        if let Some(p) = attr_s(node, "auto_pad")
+            && p != "NOTSET"
+            && p != "VALID"
+        {
+            return Err(format!("{}: auto_pad {p} (only VALID or NOTSET)", here()));
+        }
+        let one = |name: &str, default: i64| -> Result<usize, String> {
+            match attr_ints(node, name) {
+                None => Ok(default as usize),
+                Some(v) if v.len() == 1 && v[0] >= 0 => Ok(v[0] as usize),
+                Some(v) => Err(format!("{}: {name} {v:?}", here())),
+            }
+        };
+        let (stride, dilation) = (one("strides", 1)?, one("dilations", 1)?);
+        if stride != 1 {
+            return Err(format!("{}: stride {stride} (only 1 is supported)", here()));
+        }
+        if dilation == 0 {
+            return Err(format!("{}: dilation 0", here()));
+        }
+        if let Some(p) = attr_ints(node, "pads")
+            && p.iter().any(|&v| v != 0)
+        {
+            return Err(format!("{}: pads {p:?} (only none is supported)", here()));
+        }
+        if let Some(k) = attr_ints(node, "kernel_shape")
+            && k != [kernel as i64]
+        {
+            return Err(format!("{}: kernel_shape {k:?} but weights {sw:?}", here()));
+        }
+        let span = (kernel - 1) * dilation + 1;
+        if kernel == 0 || t_in < span {
+            return Err(format!(
+                "{}: {t_in} input frames, fewer than the kernel's span {span}",
+                here()
+            ));
+        }
+        let t_out = t_in - span + 1;
+        let mut ins = vec![x, w];
+        if let Some(b) = self.opt_input(node, 2)?.cloned() {
+            match b {
+                Val::F { slot, shape } if slot.space == Space::Const && numel(&shape) == c_out => {
+                    ins.push(slot)
+                }
+                _ => return Err(format!("{}: the bias must be a constant [C_out]", here())),
+            }
+        }
+        let kind = Kind::Conv(ConvStep {
+            c_in,
+            t_in,
+            t_out,
+            kernel,
+            dilation,
+        });
+        let outs = self.emit(
+            kind,
+            ins,
+            vec![vec![1, c_out, t_out], vec![c_in * kernel], vec![c_out]],
+        );
+        let y = outs.into_iter().next().expect("three outputs");
+        self.set(node, 0, y);
+        Ok(())
+    }
+
     fn lstm(&mut self, node: &pb::NodeProto) -> Result<(), String> {
         let here = || format!("node {:?} (LSTM)", node.name);
         if let Some(d) = attr_s(node, "direction")
@@ -1808,6 +1938,7 @@ impl NativePlan {
                 Kind::Reduce { .. } => "Reduce",
                 Kind::Gather { .. } => "Gather",
                 Kind::Concat { .. } => "Concat",
+                Kind::Conv(_) => "Conv",
                 Kind::Copy => "Copy",
             };
             ops.push(name);
