@@ -25,10 +25,12 @@ use crate::train::{
 pub struct Architecture {
     /// Feature bands (input).
     pub n_mels: usize,
-    /// LSTM layers.
+    /// LSTM layers (convolutions of a CNN).
     pub layers: usize,
-    /// LSTM hidden size.
+    /// LSTM hidden size (channels of a CNN).
     pub hidden: usize,
+    /// The causal CNN's kernel and dilations, `None` for an LSTM.
+    pub cnn: Option<CnnShape>,
     /// Embedding size.
     pub embedding: usize,
     /// Output classes (background included).
@@ -42,6 +44,24 @@ pub struct Architecture {
     pub multiply_adds_per_hop: usize,
     /// Size of the ONNX file, bytes.
     pub file_bytes: usize,
+}
+
+/// The shape of a causal CNN ([`crate::export::CnnStepNet`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CnnShape {
+    /// Kernel size, frames.
+    pub kernel: usize,
+    /// Dilation of each layer.
+    pub dilations: Vec<usize>,
+    /// Frames one output sees.
+    pub receptive_field: usize,
+}
+
+/// The step graph a model card describes: an LSTM or a causal CNN.
+#[derive(Debug, Clone, Copy)]
+enum StepGraph<'a> {
+    Lstm(&'a crate::export::StreamingNet),
+    Cnn(&'a crate::export::CnnStepNet),
 }
 
 /// One package of a manifest: its version, licence and files per target class.
@@ -331,8 +351,14 @@ pub fn model_card(input: &CardInput) -> String {
     let _ = writeln!(s, "`{}`\n", meta.frontend);
     let _ = writeln!(
         s,
-        "The per-band mean and standard deviation of the training features are folded into the \
-         first LSTM layer: the model takes the runtime's raw log-mel frames.\n"
+        "{}\n",
+        if a.cnn.is_some() {
+            "The per-band mean and standard deviation of the training features are subtracted \
+             and divided at the model's input: the model takes the runtime's raw log-mel frames."
+        } else {
+            "The per-band mean and standard deviation of the training features are folded into \
+             the first LSTM layer: the model takes the runtime's raw log-mel frames."
+        }
     );
 
     // Architecture.
@@ -358,6 +384,30 @@ pub fn model_card(input: &CardInput) -> String {
             s,
             "| classifier | per run linear {} → {} classes, softmax; the model's scores are \
              the mean of the runs' softmaxes |",
+            a.embedding, a.n_classes
+        );
+    } else if let Some(c) = &a.cnn {
+        let _ = writeln!(
+            s,
+            "| causal CNN | {} dilated convolutions × {} channels, kernel {}, dilations {:?}, \
+             ReLU, residual from the second on (input {} bands); it sees the last {} frames \
+             ({} ms); its state is their past frames |",
+            a.layers,
+            a.hidden,
+            c.kernel,
+            c.dilations,
+            a.n_mels,
+            c.receptive_field,
+            c.receptive_field * 10
+        );
+        let _ = writeln!(
+            s,
+            "| embedding | {} (linear projection of the last convolution's output) |",
+            a.embedding
+        );
+        let _ = writeln!(
+            s,
+            "| classifier | linear {} → {} classes, softmax |",
             a.embedding, a.n_classes
         );
     } else {
@@ -871,7 +921,7 @@ pub fn merge_runs(
     if let Some(t) = thresholds {
         let _ = write!(reproduce, " --thresholds {}", t.display());
     }
-    write_model(&runs, &merged, meta, onnx, &reproduce)
+    write_model(&runs, StepGraph::Lstm(&merged), meta, onnx, &reproduce)
 }
 
 /// `hark-train train` of a run, as its card gives it.
@@ -896,29 +946,56 @@ fn train_command(run: &crate::train::TrainedRun) -> String {
 /// Writes `net` (with `meta`) to `onnx` and the model card of `runs` beside it.
 fn write_model(
     runs: &[crate::train::TrainedRun],
-    net: &crate::export::StreamingNet,
+    net: StepGraph<'_>,
     meta: ModelMetadata,
     onnx: &Path,
     reproduce: &str,
 ) -> Result<Exported, TrainError> {
     let first = &runs[0];
     let cfg = &first.config;
-    let bytes = net.to_onnx(&meta)?;
-    write_creating_dir(onnx, &bytes)?;
-    let architecture = Architecture {
-        n_mels: net.n_mels,
-        layers: net.layers(),
-        hidden: net.hidden() / runs.len(),
-        embedding: cfg.model.embedding,
-        n_classes: net.n_classes(),
-        runs: runs.len(),
-        parameters: runs
-            .iter()
-            .map(|r| r.outcome.net.num_params() + r.outcome.classifier.num_params())
-            .sum(),
-        multiply_adds_per_hop: net.multiply_adds_per_hop(),
-        file_bytes: bytes.len(),
+    let parameters = runs
+        .iter()
+        .map(|r| r.outcome.net.num_params() + r.outcome.classifier.num_params())
+        .sum();
+    let (bytes, architecture) = match net {
+        StepGraph::Lstm(net) => {
+            let bytes = net.to_onnx(&meta)?;
+            let a = Architecture {
+                n_mels: net.n_mels,
+                layers: net.layers(),
+                hidden: net.hidden() / runs.len(),
+                cnn: None,
+                embedding: cfg.model.embedding,
+                n_classes: net.n_classes(),
+                runs: runs.len(),
+                parameters,
+                multiply_adds_per_hop: net.multiply_adds_per_hop(),
+                file_bytes: bytes.len(),
+            };
+            (bytes, a)
+        }
+        StepGraph::Cnn(net) => {
+            let bytes = net.to_onnx(&meta)?;
+            let a = Architecture {
+                n_mels: net.n_mels,
+                layers: net.convs.len(),
+                hidden: net.convs.last().map_or(0, |c| c.c_out),
+                cnn: Some(CnnShape {
+                    kernel: net.convs.first().map_or(0, |c| c.kernel),
+                    dilations: net.convs.iter().map(|c| c.dilation).collect(),
+                    receptive_field: net.receptive_field(),
+                }),
+                embedding: cfg.model.embedding,
+                n_classes: net.n_classes(),
+                runs: runs.len(),
+                parameters,
+                multiply_adds_per_hop: net.multiply_adds_per_hop(),
+                file_bytes: bytes.len(),
+            };
+            (bytes, a)
+        }
     };
+    write_creating_dir(onnx, &bytes)?;
     let sources: Vec<SourceSummary> = cfg
         .data
         .sources
@@ -1001,13 +1078,21 @@ pub fn export_run(
     if let Some(t) = thresholds {
         meta.thresholds = load_thresholds(t, &meta)?;
     }
-    if run.outcome.net.is_cnn() {
-        return Err(TrainError::Io {
-            path: run_dir.to_path_buf(),
-            problem: "a CNN run: `hark-train train` wrote its model.onnx; export (and the model card) handle LSTM models only".into(),
-        });
-    }
-    let sn = streaming_net(&run.outcome);
+    let (mean, std) = &run.outcome.normalization;
+    let cnn = crate::export::CnnStepNet::from_models(
+        &run.outcome.net,
+        &run.outcome.classifier,
+        mean,
+        std,
+    );
+    let lstm;
+    let graph = match &cnn {
+        Some(c) => StepGraph::Cnn(c),
+        None => {
+            lstm = streaming_net(&run.outcome);
+            StepGraph::Lstm(&lstm)
+        }
+    };
     let mut reproduce = format!(
         "{}\nhark-train export {} -o {}",
         train_command(&run),
@@ -1017,7 +1102,7 @@ pub fn export_run(
     if let Some(t) = thresholds {
         let _ = write!(reproduce, " --thresholds {}", t.display());
     }
-    write_model(&[run], &sn, meta, onnx, &reproduce)
+    write_model(&[run], graph, meta, onnx, &reproduce)
 }
 
 /// The section "Evaluation on held-out packages" of a model card: for every method, the
@@ -1125,6 +1210,63 @@ mod tests {
         };
         run(&cfg, &opts, &mut |_| {}).unwrap();
         cfg
+    }
+
+    #[test]
+    fn a_cnn_run_exports_with_thresholds_and_a_card_describing_the_cnn() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run");
+        let mut cfg = tiny_config(Method::WeightedCe);
+        cfg.epochs = 2;
+        cfg.plots = false;
+        cfg.model.kind = crate::train::ModelKind::Cnn;
+        cfg.model.cnn = crate::train::CnnSection {
+            channels: 8,
+            kernel: 3,
+            dilations: vec![1, 2],
+        };
+        let opts = RunOptions {
+            out_dir: Some(run_dir.clone()),
+            ..Default::default()
+        };
+        run(&cfg, &opts, &mut |_| {}).unwrap();
+        let th = tmp.path().join("thresholds.json");
+        fs::write(&th, r#"{"chirp": 0.7, "noise_burst": 0.6, "tone": 0.9}"#).unwrap();
+        let onnx = tmp.path().join("cnn.onnx");
+        let done = export_run(&run_dir, &onnx, Some(&th)).unwrap();
+        let model = hark::model::Model::load(&onnx).unwrap();
+        assert_eq!(model.metadata().thresholds["tone"], 0.9);
+        // The state holds the past frames of both layers: 64 bands x 2, 8 channels x 4.
+        assert_eq!(model.state_shape(), (1, 64 * 2 + 8 * 4));
+        // The same scores as the run's own model.onnx (same weights, other thresholds).
+        let own = hark::model::Model::load(run_dir.join("model.onnx")).unwrap();
+        let frames: Vec<f32> = (0..64 * 30)
+            .map(|i| ((i * 37 % 101) as f32) * 0.1 - 8.0)
+            .collect();
+        let (x, y) = (
+            model.run_sequence(&frames).unwrap(),
+            own.run_sequence(&frames).unwrap(),
+        );
+        assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 1e-6));
+        let a = &done.architecture;
+        let shape = a.cnn.as_ref().expect("a CNN architecture");
+        assert_eq!((a.layers, a.hidden), (2, 8));
+        assert_eq!(shape.dilations, [1, 2]);
+        assert_eq!(shape.receptive_field, 7);
+        // Convolutions 64*8*3 + 8*8*3, projection 8 x embedding, classifier embedding x 4.
+        let e = cfg.model.embedding;
+        assert_eq!(
+            a.multiply_adds_per_hop,
+            64 * 8 * 3 + 8 * 8 * 3 + 8 * e + e * 4
+        );
+        let card = fs::read_to_string(&done.card).unwrap();
+        assert!(
+            card.contains("| causal CNN | 2 dilated convolutions × 8 channels"),
+            "{card}"
+        );
+        assert!(card.contains("7 frames (70 ms)"), "{card}");
+        assert!(!card.contains("LSTM |"), "{card}");
+        assert!(card.contains("| tone | 0.9 |"), "{card}");
     }
 
     #[test]
@@ -1413,6 +1555,7 @@ mod tests {
                 n_classes: 3,
                 runs: 1,
                 parameters: 12345,
+                cnn: None,
                 multiply_adds_per_hop: 67890,
                 file_bytes: 4242,
             },
@@ -1474,6 +1617,7 @@ mod tests {
                 n_classes: 3,
                 runs: 1,
                 parameters: 1,
+                cnn: None,
                 multiply_adds_per_hop: 1,
                 file_bytes: 1,
             },

@@ -761,6 +761,23 @@ impl CnnStepNet {
         })
     }
 
+    /// Multiply-adds of one hop: every convolution's taps of its one new frame, the dense
+    /// layers (the normalisation's per-band `Sub`/`Mul`, ReLUs and softmax not counted).
+    pub fn multiply_adds_per_hop(&self) -> usize {
+        let convs: usize = self.convs.iter().map(|c| c.c_out * c.c_in * c.kernel).sum();
+        let dense: usize = self
+            .dense
+            .iter()
+            .map(|d| d.weights.d_in * d.weights.d_out)
+            .sum();
+        convs + dense
+    }
+
+    /// Frames one output sees: `1 + Σ (kernel - 1) dilation`.
+    pub fn receptive_field(&self) -> usize {
+        1 + self.convs.iter().map(ConvWeights::context).sum::<usize>()
+    }
+
     /// Values of the state (`h_in`'s last dimension).
     pub fn state_size(&self) -> usize {
         self.convs.iter().map(|c| c.c_in * c.context()).sum()
