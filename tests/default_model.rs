@@ -38,7 +38,7 @@ fn the_default_model_is_small_and_has_the_four_classes() {
 }
 
 #[test]
-#[ignore = "issue 6 is open: at its validation-chosen thresholds the shipped model finds none of the demo's held-out events (see models/default.md); run with --ignored"]
+#[ignore = "issue 6 is open: at its validation-chosen thresholds the shipped model finds only the demo's cry, not its held-out dog bark, glass break and gunshot (see models/default.md); run with --ignored"]
 fn the_default_model_finds_the_demo_events() {
     let model = Model::load(models().join("default.onnx")).unwrap();
     let audio = hark::audio::read_file(models().join("demo.flac")).unwrap();

@@ -157,10 +157,11 @@ fn native_matches_tract_on_exported_causal_cnns() {
 #[test]
 fn native_matches_tract_on_the_tone_detector_and_the_default_model() {
     assert_parity(&hark_e2e::energy_detector_bytes(), "tone-detector", 11);
-    // The trained model's cell state integrates over hundreds of hops, and the two engines'
-    // f32 sums (same terms, another order) drift apart by a few 1e-4 in the scores over
-    // 1500 hops (2.2e-4 measured; the 200-hop load probe stays within 1e-4). The same
-    // events come out of both (below).
+    // A trained LSTM's cell state integrates over hundreds of hops, and the two engines' f32
+    // sums (same terms, another order) drift apart by a few 1e-4 in the scores over 1500 hops
+    // (2.2e-4 measured on the LSTM shipped before; the 200-hop load probe stays within 1e-4),
+    // hence the wider tolerance. The causal CNN shipped now forgets after 63 frames: 8e-7
+    // measured. The same events come out of both (below).
     let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let bytes = std::fs::read(models.join("default.onnx")).unwrap();
     assert_parity_within(&bytes, "default.onnx", 12, 1e-3);

@@ -117,7 +117,10 @@ pub fn run(args: &BenchArgs) -> Result<bool> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let h = &report["hop_us"];
-        println!("model          {} (LSTM {layers} x {hidden})", model.name());
+        println!(
+            "model          {} (state {layers} x {hidden})",
+            model.name()
+        );
         match model.native_problem() {
             Some(why) => println!(
                 "engine         {} (native unavailable: {why})",

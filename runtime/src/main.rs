@@ -200,7 +200,7 @@ fn info(path: &std::path::Path, json: bool, engine: EngineChoice) -> Result<bool
     println!("classes:");
     for (i, c) in meta.classes.iter().enumerate() {
         match meta.thresholds.get(c) {
-            Some(t) => println!("  {i:>2} {c:<24} threshold {t:.2}"),
+            Some(t) => println!("  {i:>2} {c:<24} threshold {t}"),
             None => println!("  {i:>2} {c:<24} (background, never reported)"),
         }
     }
