@@ -25,7 +25,8 @@
 //!   gathered taps (`[C_in * kernel]`, the weights' own row layout).
 //! - `Reshape`, `Flatten`, `Squeeze`, `Unsqueeze`, `Identity` and a `Transpose` that keeps
 //!   the memory order: no work at all, the output is a view of the input's buffer;
-//!   `Slice` (a contiguous range is a view too), `Concat`, other `Transpose`s: copies.
+//!   `Slice` (a contiguous range is a view too), `Concat`, other `Transpose`s: copies (block
+//!   copies where the elements come in contiguous runs, as a slice along the last axis does).
 //! - `Constant`, initializers; a node whose inputs are all constant is computed at load.
 //!
 //! Anything else (an op, an attribute value, an integer tensor computed at run time) makes
@@ -170,6 +171,10 @@ enum Kind {
     Reduce { map: Vec<u32>, scale: f32 },
     /// ins: x; output element `i` is input element `idx[i]`.
     Gather { idx: Vec<u32> },
+    /// ins: x; the output is the input's runs `(start, len)` one after the other (a gather
+    /// whose indices come in contiguous runs, such as a slice along the last axis: one
+    /// block copy per run).
+    Runs { runs: Vec<(u32, u32)> },
     /// ins: the parts; `chunks[j]` contiguous elements of part `j`, `outer` times.
     Concat { outer: usize, chunks: Vec<usize> },
     /// ins: x (`[c_in, t_in]`), weights `[c_out, c_in * kernel]`, optional bias `[c_out]`;
@@ -388,12 +393,22 @@ fn run_kind(kind: &Kind, ins: &[Slot], inp: &Inputs<'_>, outs: &mut [Vec<f32>], 
                 *o = x[i as usize];
             }
         }
+        Kind::Runs { runs } => {
+            let x = inp.get(&ins[0]);
+            let out = &mut outs[0];
+            let mut at = 0;
+            for &(start, len) in runs {
+                let (start, len) = (start as usize, len as usize);
+                copy_short(&mut out[at..at + len], &x[start..start + len]);
+                at += len;
+            }
+        }
         Kind::Concat { outer, chunks } => {
             let out = &mut outs[0];
             let mut at = 0;
             for o in 0..*outer {
                 for (s, &n) in ins.iter().zip(chunks) {
-                    out[at..at + n].copy_from_slice(&inp.get(s)[o * n..(o + 1) * n]);
+                    copy_short(&mut out[at..at + n], &inp.get(s)[o * n..(o + 1) * n]);
                     at += n;
                 }
             }
@@ -419,6 +434,21 @@ fn run_kind(kind: &Kind, ins: &[Slot], inp: &Inputs<'_>, outs: &mut [Vec<f32>], 
             }
         }
         Kind::Copy => outs[0].copy_from_slice(inp.get(&ins[0])),
+    }
+}
+
+/// `dst.copy_from_slice(src)` without a `memcpy` call for the few elements of a chunk of
+/// Concat or a run of a slice (the CNN's state moves as 48 chunks of 2 to 33 floats per
+/// layer, where the call costs more than the copy).
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    debug_assert_eq!(dst.len(), src.len());
+    if dst.len() <= 32 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    } else {
+        dst.copy_from_slice(src);
     }
 }
 
@@ -696,6 +726,23 @@ pub mod kernels {
 
 // ---------------------------------------------------------------------------------------
 // Translation.
+
+/// The step that gathers input elements `idx` in order: block copies when the indices come
+/// in runs of 4 or more on average, one index per element otherwise.
+fn gather(idx: Vec<u32>) -> Kind {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &i in &idx {
+        match runs.last_mut() {
+            Some((start, len)) if *start + *len == i => *len += 1,
+            _ => runs.push((i, 1)),
+        }
+    }
+    if runs.len() * 4 <= idx.len() {
+        Kind::Runs { runs }
+    } else {
+        Kind::Gather { idx }
+    }
+}
 
 fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
@@ -1095,7 +1142,7 @@ impl Builder {
                     let st = strides(&shape);
                     let ps: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
                     let idx = index_map(&out, &ps);
-                    let v = self.emit(Kind::Gather { idx }, vec![slot], vec![out]);
+                    let v = self.emit(gather(idx), vec![slot], vec![out]);
                     self.set(node, 0, v.into_iter().next().expect("one output"));
                 }
             }
@@ -1379,7 +1426,7 @@ impl Builder {
             );
             self.set(node, 0, v);
         } else {
-            let v = self.emit(Kind::Gather { idx }, vec![slot], vec![out]);
+            let v = self.emit(gather(idx), vec![slot], vec![out]);
             self.set(node, 0, v.into_iter().next().expect("one output"));
         }
         Ok(())
@@ -1937,6 +1984,7 @@ impl NativePlan {
                 Kind::Softmax { .. } => "Softmax",
                 Kind::Reduce { .. } => "Reduce",
                 Kind::Gather { .. } => "Gather",
+                Kind::Runs { .. } => "Runs",
                 Kind::Concat { .. } => "Concat",
                 Kind::Conv(_) => "Conv",
                 Kind::Copy => "Copy",
@@ -2023,5 +2071,60 @@ impl NativePlan {
     /// What the plan is, in one line (for `hark info`).
     pub fn summary(&self) -> &str {
         &self.summary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_gather(kind: &Kind, x: &[f32], n: usize) -> Vec<f32> {
+        let consts = vec![x.to_vec()];
+        let mut bufs = vec![vec![0.0; n]];
+        let step = Step {
+            kind: kind.clone(),
+            ins: vec![Slot {
+                space: Space::Const,
+                buf: 0,
+                off: 0,
+                len: x.len(),
+            }],
+            outs: vec![Slot {
+                space: Space::Work,
+                buf: 0,
+                off: 0,
+                len: n,
+            }],
+        };
+        exec(&step, &consts, &mut bufs, false);
+        bufs.pop().unwrap()
+    }
+
+    #[test]
+    fn a_gather_in_runs_is_block_copies_with_the_same_result() {
+        let x: Vec<f32> = (0..200).map(|i| i as f32 * 0.5).collect();
+        // A slice along the last axis of [4, 50]: 4 runs of 40 (block copies), of 4 (block
+        // copies) and of 3 (too short: by element).
+        for (from, len, copies) in [(10usize, 40usize, true), (46, 4, true), (47, 3, false)] {
+            let idx: Vec<u32> = (0..4)
+                .flat_map(|r| (0..len).map(move |j| (r * 50 + from + j) as u32))
+                .collect();
+            let kind = gather(idx.clone());
+            if copies {
+                assert!(
+                    matches!(kind, Kind::Runs { ref runs } if runs.len() == 4),
+                    "{kind:?}"
+                );
+            } else {
+                assert!(matches!(kind, Kind::Gather { .. }), "{kind:?}");
+            }
+            let want: Vec<f32> = idx.iter().map(|&i| x[i as usize]).collect();
+            assert_eq!(run_gather(&kind, &x, idx.len()), want);
+        }
+        // A transpose of [2, 3]: runs of 1, kept as an index gather.
+        let idx = vec![0, 3, 1, 4, 2, 5];
+        let kind = gather(idx.clone());
+        assert!(matches!(kind, Kind::Gather { .. }), "{kind:?}");
+        assert_eq!(run_gather(&kind, &x, 6), [0.0, 1.5, 0.5, 2.0, 1.0, 2.5]);
     }
 }
