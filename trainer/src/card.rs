@@ -386,39 +386,36 @@ pub fn model_card(input: &CardInput) -> String {
              the mean of the runs' softmaxes |",
             a.embedding, a.n_classes
         );
-    } else if let Some(c) = &a.cnn {
-        let _ = writeln!(
-            s,
-            "| causal CNN | {} dilated convolutions × {} channels, kernel {}, dilations {:?}, \
-             ReLU, residual from the second on (input {} bands); it sees the last {} frames \
-             ({} ms); its state is their past frames |",
-            a.layers,
-            a.hidden,
-            c.kernel,
-            c.dilations,
-            a.n_mels,
-            c.receptive_field,
-            c.receptive_field * 10
-        );
-        let _ = writeln!(
-            s,
-            "| embedding | {} (linear projection of the last convolution's output) |",
-            a.embedding
-        );
-        let _ = writeln!(
-            s,
-            "| classifier | linear {} → {} classes, softmax |",
-            a.embedding, a.n_classes
-        );
     } else {
+        let last = match &a.cnn {
+            Some(c) => {
+                let _ = writeln!(
+                    s,
+                    "| causal CNN | {} dilated convolutions × {} channels, kernel {}, dilations \
+                     {:?}, ReLU, residual from the second on (input {} bands); it sees the last \
+                     {} frames ({} ms); its state is their past frames |",
+                    a.layers,
+                    a.hidden,
+                    c.kernel,
+                    c.dilations,
+                    a.n_mels,
+                    c.receptive_field,
+                    c.receptive_field * 10
+                );
+                "convolution's"
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "| LSTM | {} layer(s) × {} hidden (input {} bands) |",
+                    a.layers, a.hidden, a.n_mels
+                );
+                "LSTM"
+            }
+        };
         let _ = writeln!(
             s,
-            "| LSTM | {} layer(s) × {} hidden (input {} bands) |",
-            a.layers, a.hidden, a.n_mels
-        );
-        let _ = writeln!(
-            s,
-            "| embedding | {} (linear projection of the last LSTM output) |",
+            "| embedding | {} (linear projection of the last {last} output) |",
             a.embedding
         );
         let _ = writeln!(
@@ -957,43 +954,42 @@ fn write_model(
         .iter()
         .map(|r| r.outcome.net.num_params() + r.outcome.classifier.num_params())
         .sum();
-    let (bytes, architecture) = match net {
-        StepGraph::Lstm(net) => {
-            let bytes = net.to_onnx(&meta)?;
-            let a = Architecture {
-                n_mels: net.n_mels,
-                layers: net.layers(),
-                hidden: net.hidden() / runs.len(),
-                cnn: None,
-                embedding: cfg.model.embedding,
-                n_classes: net.n_classes(),
-                runs: runs.len(),
-                parameters,
-                multiply_adds_per_hop: net.multiply_adds_per_hop(),
-                file_bytes: bytes.len(),
-            };
-            (bytes, a)
-        }
-        StepGraph::Cnn(net) => {
-            let bytes = net.to_onnx(&meta)?;
-            let a = Architecture {
-                n_mels: net.n_mels,
-                layers: net.convs.len(),
-                hidden: net.convs.last().map_or(0, |c| c.c_out),
-                cnn: Some(CnnShape {
-                    kernel: net.convs.first().map_or(0, |c| c.kernel),
-                    dilations: net.convs.iter().map(|c| c.dilation).collect(),
-                    receptive_field: net.receptive_field(),
-                }),
-                embedding: cfg.model.embedding,
-                n_classes: net.n_classes(),
-                runs: runs.len(),
-                parameters,
-                multiply_adds_per_hop: net.multiply_adds_per_hop(),
-                file_bytes: bytes.len(),
-            };
-            (bytes, a)
-        }
+    // What differs between the two graphs: the file, the sizes, the cost.
+    let (bytes, n_mels, layers, hidden, cnn, n_classes, multiply_adds_per_hop) = match net {
+        StepGraph::Lstm(net) => (
+            net.to_onnx(&meta)?,
+            net.n_mels,
+            net.layers(),
+            net.hidden() / runs.len(),
+            None,
+            net.n_classes(),
+            net.multiply_adds_per_hop(),
+        ),
+        StepGraph::Cnn(net) => (
+            net.to_onnx(&meta)?,
+            net.n_mels,
+            net.convs.len(),
+            net.convs.last().map_or(0, |c| c.c_out),
+            Some(CnnShape {
+                kernel: net.convs.first().map_or(0, |c| c.kernel),
+                dilations: net.convs.iter().map(|c| c.dilation).collect(),
+                receptive_field: net.receptive_field(),
+            }),
+            net.n_classes(),
+            net.multiply_adds_per_hop(),
+        ),
+    };
+    let architecture = Architecture {
+        n_mels,
+        layers,
+        hidden,
+        cnn,
+        embedding: cfg.model.embedding,
+        n_classes,
+        runs: runs.len(),
+        parameters,
+        multiply_adds_per_hop,
+        file_bytes: bytes.len(),
     };
     write_creating_dir(onnx, &bytes)?;
     let sources: Vec<SourceSummary> = cfg

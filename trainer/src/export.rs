@@ -65,6 +65,11 @@ pub struct Dense {
     pub activation: Activation,
 }
 
+/// Multiply-adds of dense layers on one frame (the LSTM's and the CNN's step graphs).
+fn dense_multiply_adds(dense: &[Dense]) -> usize {
+    dense.iter().map(|d| d.weights.d_in * d.weights.d_out).sum()
+}
+
 /// Everything the step graph computes, as plain arrays.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamingNet {
@@ -285,12 +290,7 @@ impl StreamingNet {
             .iter()
             .map(|l| 4 * l.hidden_size * (l.input_size + l.hidden_size) + 3 * l.hidden_size)
             .sum();
-        let dense: usize = self
-            .dense
-            .iter()
-            .map(|d| d.weights.d_in * d.weights.d_out)
-            .sum();
-        lstm + dense
+        lstm + dense_multiply_adds(&self.dense)
     }
 
     /// The graph's function in plain Rust: runs `frames` (`T * n_mels`) from the state `h`,
@@ -765,12 +765,7 @@ impl CnnStepNet {
     /// layers (the normalisation's per-band `Sub`/`Mul`, ReLUs and softmax not counted).
     pub fn multiply_adds_per_hop(&self) -> usize {
         let convs: usize = self.convs.iter().map(|c| c.c_out * c.c_in * c.kernel).sum();
-        let dense: usize = self
-            .dense
-            .iter()
-            .map(|d| d.weights.d_in * d.weights.d_out)
-            .sum();
-        convs + dense
+        convs + dense_multiply_adds(&self.dense)
     }
 
     /// Frames one output sees: `1 + Σ (kernel - 1) dilation`.
