@@ -1728,8 +1728,11 @@ impl Builder {
         {
             return Err(format!("{}: kernel_shape {k:?} but weights {sw:?}", here()));
         }
+        if kernel == 0 {
+            return Err(format!("{}: weights {sw:?} with an empty kernel", here()));
+        }
         let span = (kernel - 1) * dilation + 1;
-        if kernel == 0 || t_in < span {
+        if t_in < span {
             return Err(format!(
                 "{}: {t_in} input frames, fewer than the kernel's span {span}",
                 here()
