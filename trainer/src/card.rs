@@ -17,7 +17,8 @@ use crate::data::{BACKGROUND, ClassMap, Role, Source, split_fields};
 use crate::eval::WindowMetrics;
 use crate::examples::SYNTHETIC_CLASSES;
 use crate::train::{
-    EpochRecord, Method, RunData, TrainConfig, TrainError, load_trained, metadata, streaming_net,
+    EpochRecord, Method, RunData, StepNet, TrainConfig, TrainError, load_trained, metadata,
+    step_net, streaming_net,
 };
 
 /// Sizes and costs of the exported network.
@@ -55,13 +56,6 @@ pub struct CnnShape {
     pub dilations: Vec<usize>,
     /// Frames one output sees.
     pub receptive_field: usize,
-}
-
-/// The step graph a model card describes: an LSTM or a causal CNN.
-#[derive(Debug, Clone, Copy)]
-enum StepGraph<'a> {
-    Lstm(&'a crate::export::StreamingNet),
-    Cnn(&'a crate::export::CnnStepNet),
 }
 
 /// One package of a manifest: its version, licence and files per target class.
@@ -918,7 +912,7 @@ pub fn merge_runs(
     if let Some(t) = thresholds {
         let _ = write!(reproduce, " --thresholds {}", t.display());
     }
-    write_model(&runs, StepGraph::Lstm(&merged), meta, onnx, &reproduce)
+    write_model(&runs, &StepNet::Lstm(merged), meta, onnx, &reproduce)
 }
 
 /// `hark-train train` of a run, as its card gives it.
@@ -943,7 +937,7 @@ fn train_command(run: &crate::train::TrainedRun) -> String {
 /// Writes `net` (with `meta`) to `onnx` and the model card of `runs` beside it.
 fn write_model(
     runs: &[crate::train::TrainedRun],
-    net: StepGraph<'_>,
+    net: &StepNet,
     meta: ModelMetadata,
     onnx: &Path,
     reproduce: &str,
@@ -956,7 +950,7 @@ fn write_model(
         .sum();
     // What differs between the two graphs: the file, the sizes, the cost.
     let (bytes, n_mels, layers, hidden, cnn, n_classes, multiply_adds_per_hop) = match net {
-        StepGraph::Lstm(net) => (
+        StepNet::Lstm(net) => (
             net.to_onnx(&meta)?,
             net.n_mels,
             net.layers(),
@@ -965,7 +959,7 @@ fn write_model(
             net.n_classes(),
             net.multiply_adds_per_hop(),
         ),
-        StepGraph::Cnn(net) => (
+        StepNet::Cnn(net) => (
             net.to_onnx(&meta)?,
             net.n_mels,
             net.convs.len(),
@@ -1074,21 +1068,7 @@ pub fn export_run(
     if let Some(t) = thresholds {
         meta.thresholds = load_thresholds(t, &meta)?;
     }
-    let (mean, std) = &run.outcome.normalization;
-    let cnn = crate::export::CnnStepNet::from_models(
-        &run.outcome.net,
-        &run.outcome.classifier,
-        mean,
-        std,
-    );
-    let lstm;
-    let graph = match &cnn {
-        Some(c) => StepGraph::Cnn(c),
-        None => {
-            lstm = streaming_net(&run.outcome);
-            StepGraph::Lstm(&lstm)
-        }
-    };
+    let graph = step_net(&run.outcome);
     let mut reproduce = format!(
         "{}\nhark-train export {} -o {}",
         train_command(&run),
@@ -1098,7 +1078,7 @@ pub fn export_run(
     if let Some(t) = thresholds {
         let _ = write!(reproduce, " --thresholds {}", t.display());
     }
-    write_model(&[run], graph, meta, onnx, &reproduce)
+    write_model(&[run], &graph, meta, onnx, &reproduce)
 }
 
 /// The section "Evaluation on held-out packages" of a model card: for every method, the

@@ -1855,14 +1855,38 @@ pub fn streaming_net(out: &TrainOutcome) -> StreamingNet {
     sn
 }
 
+/// The step graph of a trained model: an LSTM's or a causal CNN's.
+#[derive(Debug, Clone)]
+pub enum StepNet {
+    /// An LSTM network, normalisation folded in ([`streaming_net`]).
+    Lstm(StreamingNet),
+    /// A causal CNN, normalisation explicit at its input.
+    Cnn(CnnStepNet),
+}
+
+impl StepNet {
+    /// The ONNX model of the graph with `meta`.
+    pub fn to_onnx(&self, meta: &ModelMetadata) -> Result<Vec<u8>, ExportError> {
+        match self {
+            StepNet::Lstm(n) => n.to_onnx(meta),
+            StepNet::Cnn(n) => n.to_onnx(meta),
+        }
+    }
+}
+
+/// The step graph of a trained outcome.
+pub fn step_net(out: &TrainOutcome) -> StepNet {
+    let (mean, std) = &out.normalization;
+    match CnnStepNet::from_models(&out.net, &out.classifier, mean, std) {
+        Some(cnn) => StepNet::Cnn(cnn),
+        None => StepNet::Lstm(streaming_net(out)),
+    }
+}
+
 /// The ONNX model of a trained outcome (normalisation folded in for the LSTM, explicit for a
 /// CNN, whose step graph is a [`CnnStepNet`]).
 pub fn export_onnx(cfg: &TrainConfig, out: &TrainOutcome) -> Result<Vec<u8>, TrainError> {
-    let (mean, std) = &out.normalization;
-    if let Some(cnn) = CnnStepNet::from_models(&out.net, &out.classifier, mean, std) {
-        return Ok(cnn.to_onnx(&metadata(cfg, out))?);
-    }
-    Ok(streaming_net(out).to_onnx(&metadata(cfg, out))?)
+    Ok(step_net(out).to_onnx(&metadata(cfg, out))?)
 }
 
 /// Why an ensemble of CNN members is not exported.
