@@ -128,24 +128,6 @@ pub struct ExampleConfig {
     /// Event windows made from each event clip (each with its own background, onset, ratio
     /// and augmentation). Default 2.
     pub windows_per_event: usize,
-    /// Probability that a background window gets a *foreground* piece of background audio
-    /// mixed in: 0.3 to 3 s of a random background clip (a spoken word, a bar of music, a
-    /// passing car), faded in and out, at a ratio drawn from `foreground_ebr_db` over the
-    /// window. Background windows are otherwise continuous sound at one level, while a
-    /// detector in a quiet room hears a word stand out 20 dB over the room: without this it
-    /// learns "a short sound well above its surroundings" as an event. Default 0 (off).
-    #[serde(skip_serializing_if = "is_zero_f32")]
-    pub foreground_prob: f32,
-    /// Range of the foreground piece's ratio over its window, dB (uniform). Default [0, 20].
-    #[serde(skip_serializing_if = "is_default_foreground_ebr")]
-    pub foreground_ebr_db: [f32; 2],
-    /// Fewest event windows of any class: a class with few clips gets more windows per clip
-    /// (`ceil(min_class_windows / clips)` when that exceeds `windows_per_event`), each with its
-    /// own background, onset, ratio and augmentation, so that a class of 6 clips is not learnt
-    /// from 6 sounds in a handful of settings. Oversampling by augmentation, the same for every
-    /// method. Default 0 (off).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub min_class_windows: usize,
     /// Background windows per event window. Default 0.5.
     pub background_ratio: f32,
     /// Probability that a background window gets a hard negative mixed in (when there are
@@ -194,9 +176,6 @@ impl Default for ExampleConfig {
             window_frames: 100,
             ebr_db: vec![-6.0, 0.0, 6.0],
             windows_per_event: 2,
-            min_class_windows: 0,
-            foreground_prob: 0.0,
-            foreground_ebr_db: DEFAULT_FOREGROUND_EBR_DB,
             background_ratio: 0.5,
             negative_prob: 0.5,
             min_event_fraction: 0.5,
@@ -210,22 +189,6 @@ impl Default for ExampleConfig {
             augment: AugmentConfig::default(),
         }
     }
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-fn is_zero_f32(p: &f32) -> bool {
-    *p == 0.0
-}
-
-// Settings added after caches were made stay out of the serialised configuration (the cache
-// key) at their defaults.
-const DEFAULT_FOREGROUND_EBR_DB: [f32; 2] = [0.0, 20.0];
-
-fn is_default_foreground_ebr(r: &[f32; 2]) -> bool {
-    *r == DEFAULT_FOREGROUND_EBR_DB
 }
 
 /// Where an event (or hard negative) goes in its window.
@@ -841,14 +804,6 @@ pub fn generate(
     frontend: &FrontendConfig,
     seed: u64,
 ) -> Result<ExampleSet, ExampleError> {
-    let [lo, hi] = cfg.foreground_ebr_db;
-    if !((0.0..=1.0).contains(&cfg.foreground_prob) && lo.is_finite() && hi.is_finite() && lo <= hi)
-    {
-        return Err(ExampleError::Config(format!(
-            "foreground_prob {} must lie in [0, 1] and foreground_ebr_db [{lo}, {hi}] be a range of dB",
-            cfg.foreground_prob
-        )));
-    }
     if cfg.window_frames == 0 || cfg.ebr_db.is_empty() {
         return Err(ExampleError::Config(
             "window_frames must be positive and ebr_db non-empty".into(),
@@ -946,18 +901,10 @@ pub fn generate(
         set.labels.push(label);
     };
 
-    let mut clips_of_class: BTreeMap<&str, usize> = BTreeMap::new();
-    for ev in &events {
-        *clips_of_class.entry(ev.class.as_str()).or_default() += 1;
-    }
     let mut n_event_windows = 0usize;
     for ev in &events {
         let label = label_of[ev.class.as_str()];
-        let per_clip = cfg.windows_per_event.max(
-            cfg.min_class_windows
-                .div_ceil(clips_of_class[ev.class.as_str()]),
-        );
-        for _ in 0..per_clip {
+        for _ in 0..cfg.windows_per_event {
             let mut w = background_window(&mut rng);
             let e = augment(&ev.samples, &cfg.augment, &mut rng);
             let onset = place(e.len(), &mut rng);
@@ -993,19 +940,6 @@ pub fn generate(
             let onset = place(e.len(), &mut rng);
             let ebr = cfg.ebr_db[rng.below(cfg.ebr_db.len())];
             mix_at_ebr(&mut w, &e, onset, ebr);
-        }
-        if !backgrounds.is_empty() && rng.chance(cfg.foreground_prob) {
-            let kind = &backgrounds[rng.below(backgrounds.len())];
-            let c = &kind[rng.below(kind.len())].samples;
-            let n = ((rng.range(0.3, 3.0) * RATE) as usize).min(c.len());
-            let start = rng.below(c.len() - n + 1);
-            let fade = (RATE as usize / 100).min(n / 2);
-            let piece: Vec<f32> = (0..n)
-                .map(|i| c[start + i] * envelope(n, fade, i))
-                .collect();
-            let onset = place(n, &mut rng);
-            let [lo, hi] = cfg.foreground_ebr_db;
-            mix_at_ebr(&mut w, &piece, onset, rng.range(lo, hi));
         }
         push(&mut w, bg_label, None, &mut set, &mut rng);
     }
@@ -1434,125 +1368,6 @@ mod tests {
             audible_extent_in_mix(&ev, 1.0, Some((&block_powers(&loud, 100), -6.0)), 100, 30.0),
             (500, 600)
         );
-    }
-
-    #[test]
-    fn min_class_windows_gives_a_scarce_class_more_distinct_windows_per_clip() {
-        let cfg = SyntheticConfig {
-            unit: 1,
-            backgrounds: 2,
-            ..Default::default()
-        };
-        // 10 tone clips, 2 chirps, 1 noise burst.
-        let clips = synthetic_clips(&cfg, 1);
-        let classes = class_list(&clips);
-        let ex = ExampleConfig {
-            window_frames: 30,
-            windows_per_event: 2,
-            min_class_windows: 8,
-            background_ratio: 0.5,
-            ..Default::default()
-        };
-        let fe = FrontendConfig::default();
-        let set = generate(&clips, &classes, &ex, &fe, 3).unwrap();
-        let count = |c: &str| {
-            let i = classes.iter().position(|k| k == c).unwrap();
-            set.labels.iter().filter(|&&l| l == i).count()
-        };
-        // A class with enough clips keeps windows_per_event per clip; the scarce ones are
-        // raised to at least min_class_windows.
-        assert_eq!(count("tone"), 20);
-        assert_eq!(count("chirp"), 8);
-        assert_eq!(count("noise_burst"), 8);
-        // Background windows follow the event windows.
-        assert_eq!(count(BACKGROUND), 18);
-        // The noise burst's 8 windows are 8 different mixtures, not copies of one.
-        let burst = classes.iter().position(|k| k == "noise_burst").unwrap();
-        let width = ex.window_frames * fe.n_mels;
-        let mut windows: Vec<&[f32]> = (0..set.len())
-            .filter(|&i| set.labels[i] == burst)
-            .map(|i| &set.features[i * width..(i + 1) * width])
-            .collect();
-        windows.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        windows.dedup();
-        assert_eq!(windows.len(), 8);
-        // Off (the default), the setting stays out of the serialised configuration, so
-        // caches keyed on it are unchanged.
-        let off = serde_json::to_string(&ExampleConfig::default()).unwrap();
-        assert!(!off.contains("min_class_windows"));
-        let on = serde_json::to_string(&ex).unwrap();
-        assert!(on.contains("\"min_class_windows\":8"), "{on}");
-    }
-
-    #[test]
-    fn foreground_pieces_go_into_background_windows_only_and_bad_settings_are_refused() {
-        let cfg = SyntheticConfig {
-            unit: 1,
-            backgrounds: 3,
-            negatives: 0,
-            ..Default::default()
-        };
-        let clips = synthetic_clips(&cfg, 2);
-        let classes = class_list(&clips);
-        let fe = FrontendConfig::default();
-        let plain = ExampleConfig {
-            window_frames: 300,
-            layout: Layout::Stream,
-            background_ratio: 2.0,
-            ..Default::default()
-        };
-        let with = ExampleConfig {
-            foreground_prob: 1.0,
-            foreground_ebr_db: [15.0, 20.0],
-            ..plain.clone()
-        };
-        let a = generate(&clips, &classes, &plain, &fe, 5).unwrap();
-        let b = generate(&clips, &classes, &with, &fe, 5).unwrap();
-        // Same windows and labels: the foreground only changes what background windows hold.
-        assert_eq!(a.labels, b.labels);
-        // A piece 15-20 dB over its window stands out: the window's loudest frame rises far
-        // above its quietest (the piece starts after the window's first tenth).
-        let width = plain.window_frames * fe.n_mels;
-        let contrast = |s: &ExampleSet| -> Vec<f32> {
-            (0..s.len())
-                .filter(|&i| s.labels[i] == 0)
-                .map(|i| {
-                    let e: Vec<f32> = s.features[i * width..(i + 1) * width]
-                        .chunks(fe.n_mels)
-                        .map(|f| f.iter().sum::<f32>() / fe.n_mels as f32)
-                        .collect();
-                    let (lo, hi) = e
-                        .iter()
-                        .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
-                    hi - lo
-                })
-                .collect()
-        };
-        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
-        let (ca, cb) = (contrast(&a), contrast(&b));
-        eprintln!("contrast without {:.2}, with {:.2}", mean(&ca), mean(&cb));
-        assert!(
-            mean(&cb) > mean(&ca) + 1.0,
-            "{} vs {}",
-            mean(&cb),
-            mean(&ca)
-        );
-        for bad in [
-            ExampleConfig {
-                foreground_prob: 1.5,
-                ..plain.clone()
-            },
-            ExampleConfig {
-                foreground_prob: 0.5,
-                foreground_ebr_db: [10.0, 0.0],
-                ..plain.clone()
-            },
-        ] {
-            let err = generate(&clips, &classes, &bad, &fe, 5)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("foreground"), "{err}");
-        }
     }
 
     #[test]
