@@ -948,10 +948,10 @@ fn write_model(
         .iter()
         .map(|r| r.outcome.net.num_params() + r.outcome.classifier.num_params())
         .sum();
-    // What differs between the two graphs: the file, the sizes, the cost.
-    let (bytes, n_mels, layers, hidden, cnn, n_classes, multiply_adds_per_hop) = match net {
+    let bytes = net.to_onnx(&meta)?;
+    // What differs between the two graphs: the sizes and the cost.
+    let (n_mels, layers, hidden, cnn, n_classes, multiply_adds_per_hop) = match net {
         StepNet::Lstm(net) => (
-            net.to_onnx(&meta)?,
             net.n_mels,
             net.layers(),
             net.hidden() / runs.len(),
@@ -960,7 +960,6 @@ fn write_model(
             net.multiply_adds_per_hop(),
         ),
         StepNet::Cnn(net) => (
-            net.to_onnx(&meta)?,
             net.n_mels,
             net.convs.len(),
             net.convs.last().map_or(0, |c| c.c_out),
